@@ -6,22 +6,27 @@ idempotency key ``compress:<job id>``: a redelivered or retried job produces
 exactly one summary (and reports the one committed first).  The sources stay
 in the store, reloadable by id.
 
-With a model, summaries are abstractive (about 10:1); without one, or for
-evicted pages, extractive and deterministic.  A conversation summary is
-recursive: it is written from the previous summary plus the flushed
-messages, and points to both.  If summarising fails the job fails: nothing
-is committed, and the queue it came from stays as it was.
+With a model, conversation summaries are abstractive (about 10:1); without
+one, and for evicted pages, extractive and deterministic.  A conversation
+summary is recursive: it is written from the previous summary plus the
+flushed messages, and points to both.  If summarising fails the job fails:
+nothing is committed, and the queue it came from stays as it was.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from vmem._blocks import make_block
 from vmem._home import Home
 from vmem._model import Model
 from vmem._summarize import RATIO, extractive_summary
 from vmem._tokens import get_tokenizer
+from vmem._view import Draft
+from vmem.actors.runtime import Route
+from vmem.actors.writer import Writer
 from vmem.errors import ModelError, UnknownBlock
-from vmem.schemas.events import BlockWritten, EdgeAdded, SummaryCommitted
+from vmem.schemas.events import BlockWritten, EdgeAdded, ErrorRaised, Event, SummaryCommitted
 from vmem.schemas.messages import ChatMessage, CompressDone, CompressJob
 
 COMPRESSOR_ID = "extractive-v1"
@@ -31,17 +36,30 @@ SUMMARY_INSTRUCTIONS = (
 )
 
 
+def summary_events(job: CompressJob, text: str, compressor: str) -> list[Event]:
+    """The summary block, its edges to what it summarises, and the commit event."""
+    summary = make_block(job.ns, "summary", "system", text,
+                         {"job": job.job_id, "compressor": compressor, "scope": job.scope})
+    return [
+        summary,
+        *(EdgeAdded(ns=job.ns, src=summary.block_id, dst=b, kind="summarizes") for b in job.sources),
+        SummaryCommitted(ns=job.ns, job_id=job.job_id, summary_id=summary.block_id, sources=job.sources,
+                         compressor=compressor, scope=job.scope),
+    ]
+
+
 class Compressor:
     name = "compressor"
     queue = "compressors"
 
-    def __init__(self, home: Home, *, concurrency: int = 1, model: Model | None = None) -> None:
+    def __init__(self, home: Home, writer: Writer, *, concurrency: int = 1, model: Model | None = None) -> None:
         self.home = home
+        self.writer = writer
         self.concurrency = concurrency
         self.model = model
 
-    def routes(self):
-        return {"job": self.job}
+    def routes(self) -> Mapping[str, Route]:
+        return {"job": Route(self.job, CompressJob, client=False)}
 
     async def _abstractive(self, texts: list[str]) -> str:
         assert self.model is not None
@@ -58,36 +76,41 @@ class Compressor:
         return reply.text.strip()
 
     async def job(self, req: CompressJob) -> CompressDone:
-        view = self.home.view(req.ns)
-        await view.catch_up()
+        await self.home.view(req.ns).catch_up()
         blocks = self.home.store.get_many(req.ns, req.sources)
         missing = [b for b in req.sources if b not in blocks]
         if missing:
             raise UnknownBlock(f"compress job {req.job_id}: blocks not in {req.ns}: {', '.join(missing)}")
         texts = [_as_text(blocks[b]) for b in req.sources]
-        conversation = req.job_id.startswith("flush:")
-        if conversation and self.model is not None:
+        if req.scope == "conversation" and self.model is not None:
             text, compressor = await self._abstractive(texts), f"model:{self.model.name}"
         else:
             text, compressor = extractive_summary(texts, get_tokenizer("cl100k_base")), COMPRESSOR_ID
-        summary = make_block(
-            req.ns, "summary", "system", text,
-            {"job": req.job_id, "compressor": compressor, "scope": "conversation" if conversation else "pages"},
-        )
-        events = [
-            summary,
-            *(EdgeAdded(ns=req.ns, src=summary.block_id, dst=b, kind="summarizes") for b in req.sources),
-            SummaryCommitted(
-                ns=req.ns, job_id=req.job_id, summary_id=summary.block_id, sources=req.sources, compressor=compressor
-            ),
-        ]
-        result = await self.home.log.append(req.ns, events, key=f"compress:{req.job_id}")
+        events = summary_events(req, text, compressor)
+        summary_id = events[0].block_id  # type: ignore[attr-defined]
+
+        def decide(draft: Draft) -> None:
+            if summary_id not in draft.state.summaries:  # committed by an earlier delivery
+                draft.add(events)
+
+        _out, result = await self.writer.commit(req.ns, decide, key=f"compress:{req.job_id}")
+        if result is None:  # this very summary was committed before
+            return CompressDone(job_id=req.job_id, summary_id=summary_id, duplicate=True)
         if not result.duplicate:
-            return CompressDone(job_id=req.job_id, summary_id=summary.block_id)
+            return CompressDone(job_id=req.job_id, summary_id=summary_id)
         # A retry: report the summary that was committed the first time.
         first = await self.home.log.read(req.ns, after=result.first_seq - 1, limit=result.last_seq - result.first_seq + 1)
         committed = next(s.event.summary_id for s in first if isinstance(s.event, SummaryCommitted))
         return CompressDone(job_id=req.job_id, summary_id=committed, duplicate=True)
+
+
+    async def dead(self, job: CompressJob, reason: str, deliveries: int) -> None:
+        """Record that a job was given up after `deliveries` deliveries (a poison job), in its namespace."""
+        turn = self.home.view(job.ns).state.turn
+        await self.writer.append(job.ns, [ErrorRaised(
+            ns=job.ns, turn=turn, where="compressor.job", code="dead_letter",
+            message=f"compress job {job.job_id} given up after {deliveries} deliveries: {reason}"[:1000],
+        )], key=f"dead:{job.job_id}")
 
 
 def _as_text(b: BlockWritten) -> str:

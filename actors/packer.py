@@ -3,25 +3,19 @@
 The trace (a PromptPacked event) is appended *as of* the state the prompt was
 packed from (optimistic concurrency), so re-folding the log to just before the
 trace and packing again yields the same bytes: replay re-renders and checks.
+Packing itself is :func:`vmem._pack.pack_state`, a function of the state.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from vmem._home import Home
-from vmem._pack import PackInput, Packed, needed_blocks, pack
-from vmem._state import State
-from vmem._tokens import get_tokenizer
-from vmem.schemas.events import PromptPacked
+from vmem._pack import Packed, pack_state, trace_event
+from vmem._view import Draft
+from vmem.actors.runtime import Route
+from vmem.actors.writer import Writer
 from vmem.schemas.messages import PackReply, PackRequest
-
-
-def pack_state(home: Home, ns: str, state: State, *, turn: int, attempt: int, budget: int, tokenizer: str) -> Packed:
-    """Pack `state` of `ns` (block texts and token counts from the home's store)."""
-    tok = get_tokenizer(tokenizer)
-    ids = needed_blocks(state)
-    blocks = home.store.get_many(ns, ids)
-    counts = home.store.token_counts(ns, ids, tok)
-    return pack(PackInput(state=state, blocks=blocks, block_tokens=counts, turn=turn, attempt=attempt, budget=budget), tok)
 
 
 class Packer:
@@ -29,46 +23,23 @@ class Packer:
     queue = "packer"
     concurrency = 1
 
-    def __init__(self, home: Home) -> None:
+    def __init__(self, home: Home, writer: Writer) -> None:
         self.home = home
+        self.writer = writer
 
-    def routes(self):
-        return {"pack": self.pack}
+    def routes(self) -> Mapping[str, Route]:
+        return {"pack": Route(self.pack, PackRequest, client=False)}
 
     async def pack(self, req: PackRequest) -> PackReply:
-        view = self.home.view(req.ns)
-        packed: list[Packed] = []
+        def decide(draft: Draft) -> Packed:
+            packed = pack_state(self.home.store, req.ns, draft.state, turn=req.turn, attempt=req.attempt,
+                                budget=req.budget, tokenizer=req.tokenizer)
+            draft.add([trace_event(req.ns, packed, turn=req.turn, attempt=req.attempt, profile=req.profile,
+                                   budget=req.budget, tokenizer=req.tokenizer, candidates=req.candidates,
+                                   retriever_errors=req.retriever_errors)])
+            return packed
 
-        def decide(state: State) -> list[PromptPacked]:
-            p = pack_state(
-                self.home, req.ns, state, turn=req.turn, attempt=req.attempt, budget=req.budget, tokenizer=req.tokenizer
-            )
-            packed[:] = [p]
-            return [
-                PromptPacked(
-                    ns=req.ns,
-                    turn=req.turn,
-                    attempt=req.attempt,
-                    profile=req.profile,
-                    budget=req.budget,
-                    tokenizer=req.tokenizer,
-                    prompt_tokens=p.tokens,
-                    prompt_sha256=p.sha256,
-                    sections=p.sections,
-                    left_out=p.left_out,
-                    candidates=req.candidates,
-                    retriever_errors=req.retriever_errors,
-                )
-            ]
-
-        _events, result = await view.decide_and_append(decide)
-        p = packed[0]
+        p, result = await self.writer.commit(req.ns, decide)
         shown = tuple(b for s in p.sections for b in s.blocks if not b.startswith("~"))
-        return PackReply(
-            prompt=p.prompt,
-            messages=p.messages,
-            prompt_sha256=p.sha256,
-            prompt_tokens=p.tokens,
-            resident=shown,
-            trace_seq=result.last_seq if result else 0,
-        )
+        return PackReply(prompt=p.prompt, messages=p.messages, prompt_sha256=p.sha256, prompt_tokens=p.tokens,
+                         resident=shown, trace_seq=result.last_seq if result else 0, turn=req.turn)

@@ -1,43 +1,48 @@
-"""The pager actor: decides what is resident, resolves page faults, drives packing.
+"""The pager actor: starts turns, decides what is resident, resolves page faults, drives packing.
 
-Every attempt 0 of a turn starts with an implicit page fault on the turn's
-query: the pager asks the retriever for candidates, decides the resident set
-with :func:`vmem._select.select_resident` (score-aware or LRU), and appends
-the fault, the loads, the evictions and the resolution, as of the state it
-decided on.  Explicit faults (the model asks for a query or a block id) go
-the same way.  Evicted blocks go to the compressor; their full text stays in
-the store, reloadable by id.  Pinned blocks are never evicted.
+A turn's first request carries the user's message: the pager starts the
+turn, then (attempt 0) pages in for the turn's query as an implicit page
+fault: it asks the retriever for candidates, decides the resident set with
+:func:`vmem._paging.decide_fault` (score-aware or LRU), and appends the turn's
+start, the fault, the loads, the evictions and the resolution in one
+transaction, as of the state it decided on.  Then the packer packs.
+Explicit faults (a query or block ids, from the model or from a pipeline),
+evictions and pins go the same way.  Evicted pages go to the compressor;
+their full text stays in the store, reloadable by id.  Pinned blocks are
+never evicted.  The decisions are library functions; this module gathers
+their inputs and appends what they return.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
+from collections.abc import Mapping
 
 import msgspec
 
-from vmem._bus import Bus
+from vmem._handoff import grants_ns
 from vmem._home import Home
-from vmem._jobs import BusJobQueue, JobQueue
-from vmem._budget import DEFAULT_TABLE
-from vmem._pack import PackInput, fifo, needed_blocks, tool_partner
-from vmem._select import Policy, Selection, select_resident
-from vmem._state import State
-from vmem._tokens import get_tokenizer
-from vmem.actors.runtime import call
-from vmem.errors import VmemError
-from vmem.schemas.events import (
-    ErrorRaised,
-    Event,
-    MemoryPressureWarned,
-    QueueFlushed,
-    PageEvicted,
-    PageFaultRaised,
-    PageFaultResolved,
-    PageLoaded,
+from vmem._jobs import JobQueue
+from vmem._paging import (
+    SEARCH_LIMIT,
+    begin_turn,
+    decide_evict,
+    decide_fault,
+    decide_pin,
+    evicted_pages,
+    import_copies,
+    job_digest,
+    query_refs,
+    queue_pressure,
+    unresolved_fault,
 )
+from vmem._select import Policy, Selection
+from vmem._state import State
+from vmem._view import Draft
+from vmem.actors.runtime import Caller, Route
+from vmem.actors.writer import Writer
+from vmem.errors import UnknownNamespace, UsageError, VmemError
+from vmem.schemas.events import ErrorRaised, QueueFlushed, TurnStarted
 from vmem.schemas.messages import (
-    Candidate,
     CompressJob,
     EvictReply,
     EvictRequest,
@@ -45,97 +50,12 @@ from vmem.schemas.messages import (
     FaultRequest,
     PackReply,
     PackRequest,
+    PinReply,
+    PinRequest,
     SearchReply,
     SearchRequest,
     TurnRequest,
 )
-
-SEARCH_LIMIT = 48
-PRESSURE_WARNING = 0.70
-MESSAGE_OVERHEAD = 8  # role line and joins, per queued message
-
-
-def queue_limit(budget: int) -> int:
-    """The message queue's share of a prompt budget: Recent's share in the section table."""
-    return int(budget * next(s.max_share for s in DEFAULT_TABLE if s.name == "Recent"))
-
-
-def flush_plan(state: State, queue: list[str], sizes: list[int]) -> list[str]:
-    """The oldest messages holding about half the queue's tokens, never splitting a tool pair."""
-    half = sum(sizes) // 2
-    out: list[str] = []
-    taken = 0
-    for bid, size in zip(queue[:-1], sizes):  # the newest message always stays
-        if taken >= half:
-            break
-        out.append(bid)
-        taken += size
-    # Cut back until every tool call in the flush has its result in it too
-    # (a call still waiting for one is never flushed).
-    chosen = set(out)
-
-    def split(b: str) -> bool:
-        meta = state.blocks.get(b)
-        partner = tool_partner(state, b)
-        return partner not in chosen if partner else (meta is not None and meta.kind == "tool_call")
-
-    while out and any(split(b) for b in out):
-        chosen.discard(out.pop())
-    return out
-_BLOCK_REF = re.compile(r"\b[0-9a-f]{32}\b")
-
-
-def selection_input(home: Home, ns: str, state: State, ids: list[str], *, turn: int, attempt: int, budget: int, tokenizer: str) -> PackInput:
-    """What the selection needs: the state, and texts and token counts of the blocks involved."""
-    wanted = set(needed_blocks(state)) | set(ids)
-    wanted |= {p for b in list(wanted) if (p := tool_partner(state, b))}
-    wanted = sorted(wanted)
-    tok = get_tokenizer(tokenizer)
-    return PackInput(
-        state=state,
-        blocks=home.store.get_many(ns, wanted),
-        block_tokens=home.store.token_counts(ns, wanted, tok),
-        turn=turn,
-        attempt=attempt,
-        budget=budget,
-    )
-
-
-def decide_fault(
-    home: Home,
-    ns: str,
-    state: State,
-    *,
-    fault_id: str,
-    turn: int,
-    attempt: int,
-    budget: int,
-    tokenizer: str,
-    candidates: tuple[Candidate, ...],
-    explicit: tuple[str, ...],
-    policy: Policy,
-    query: str,
-    source: str,
-    raise_event: bool,
-) -> tuple[list[Event], Selection]:
-    """The events a fault resolves to, from `state` (pure but for reading the store)."""
-    inp = selection_input(
-        home, ns, state, [c.block_id for c in candidates] + list(explicit),
-        turn=turn, attempt=attempt, budget=budget, tokenizer=tokenizer,
-    )
-    sel = select_resident(inp, candidates, get_tokenizer(tokenizer).count, explicit=explicit, policy=policy)
-    events: list[Event] = []
-    if raise_event:
-        events.append(PageFaultRaised(ns=ns, fault_id=fault_id, turn=turn, query=query, block_ids=explicit, source=source))  # type: ignore[arg-type]
-    events += [PageEvicted(ns=ns, block_id=b, turn=turn, reason=policy) for b in sel.evict]
-    events += [PageLoaded(ns=ns, block_id=b, turn=turn, reason="fault") for b in sel.load]
-    events.append(
-        PageFaultResolved(
-            ns=ns, fault_id=fault_id, turn=turn, loaded=sel.load, evicted=sel.evict, candidates=sel.trace,
-            explicit=explicit, budget=budget, policy=policy, tokenizer=tokenizer, attempt=attempt,
-        )
-    )
-    return events, sel
 
 
 class Pager:
@@ -143,49 +63,46 @@ class Pager:
     queue = "pager"
     concurrency = 1
 
-    def __init__(self, home: Home, bus: Bus, jobs: JobQueue | None = None, *, policy: Policy = "score") -> None:
+    def __init__(self, home: Home, writer: Writer, caller: Caller, jobs: JobQueue, *, policy: Policy = "score") -> None:
         self.home = home
-        self.bus = bus
-        self.jobs = jobs if jobs is not None else BusJobQueue(bus)
+        self.writer = writer
+        self.call = caller
+        self.jobs = jobs
         self.policy: Policy = policy
 
-    def routes(self):
-        return {"turn": self.turn, "fault": self.fault, "evict": self.evict}
+    def routes(self) -> Mapping[str, Route]:
+        return {
+            "turn": Route(self.turn, TurnRequest),
+            "fault": Route(self.fault, FaultRequest),
+            "evict": Route(self.evict, EvictRequest),
+            "pin": Route(self.pin, PinRequest),
+        }
 
     async def _search(self, ns: str, query: str) -> SearchReply:
         if not query.strip():
             return SearchReply(candidates=())
-        return await call(self.bus, ns, "retriever", "search", SearchRequest(ns=ns, query=query, limit=SEARCH_LIMIT), SearchReply)
+        return await self.call(ns, "retriever", "search", SearchRequest(ns=ns, query=query, limit=SEARCH_LIMIT), SearchReply)
 
-    async def _resolve(
-        self, ns: str, *, fault_id: str, turn: int, attempt: int, budget: int, tokenizer: str,
-        query: str, explicit: tuple[str, ...], source: str, raise_event: bool,
-    ) -> tuple[Selection, SearchReply, tuple[str, ...]]:
+    async def _require(self, ns: str) -> State:
         view = self.home.view(ns)
         await view.catch_up()
-        found = await self._search(ns, query)
-        out: list[Selection] = []
+        if view.pos == 0:
+            raise UnknownNamespace(f"namespace {ns!r} has no events; ingest into it or start a turn first")
+        return view.state
 
-        def decide(state: State) -> list[Event]:
-            events, sel = decide_fault(
-                self.home, ns, state, fault_id=fault_id, turn=turn, attempt=attempt, budget=budget,
-                tokenizer=tokenizer, candidates=found.candidates, explicit=explicit, policy=self.policy,
-                query=query, source=source, raise_event=raise_event,
-            )
-            out[:] = [sel]
-            if not raise_event or sel.load or sel.evict:
-                return events
-            return []  # nothing to page in: no fault to record
-
-        await view.decide_and_append(decide, key=f"fault:{fault_id}")
-        sel = out[0]
-        # Evicted document pages are summarised; evicted messages are already
-        # covered by the conversation's recursive summary, and summaries,
-        # facts and tool results are small: they simply stay reloadable.
-        kinds = view.state.blocks
-        pages = tuple(b for b in sel.evict if b in kinds and kinds[b].kind == "page")
-        summaries = await self._compress(ns, f"evict:{fault_id}", pages, turn)
-        return sel, found, summaries
+    def _fault_in(
+        self, draft: Draft, found: SearchReply, *, fault_id: str, turn: int, attempt: int, budget: int,
+        tokenizer: str, query: str, explicit: tuple[str, ...], source: str, raise_event: bool,
+    ) -> Selection:
+        """Decide a fault on the draft's state and add its events (none when nothing changes for a pager fault)."""
+        events, sel = decide_fault(
+            self.home.store, draft.ns, draft.state, fault_id=fault_id, turn=turn, attempt=attempt, budget=budget,
+            tokenizer=tokenizer, candidates=found.candidates, explicit=explicit, policy=self.policy,
+            query=query, source_kind=source, raise_event=raise_event,
+        )
+        if not raise_event or sel.load or sel.evict:
+            draft.add(events)
+        return sel
 
     async def _compress(self, ns: str, job_id: str, sources: tuple[str, ...], turn: int) -> tuple[str, ...]:
         if not sources:
@@ -193,151 +110,156 @@ class Pager:
         done = await self.jobs.submit(CompressJob(ns=ns, job_id=job_id, sources=sources, turn=turn))
         return (done.summary_id,)
 
-    async def _queue(self, req: TurnRequest) -> None:
+    async def _flush(self, ns: str, *, turn: int, budget: int, tokenizer: str) -> None:
         """Memory pressure on the message queue: warn at 70% of its share, flush at 100%.
 
-        A flush sends the oldest part of the queue (about half, never splitting
-        a tool call from its result, never the newest message) with the
-        previous conversation summary to the compressor; only once the new
-        recursive summary is committed does the queue drop them.  If
-        summarising fails, the queue stays whole (the packer still keeps the
-        prompt in budget) and the flush is tried again next turn.
+        Only once the new recursive summary is committed does the queue drop
+        the flushed messages; if summarising fails, the queue stays whole (the
+        packer still keeps the prompt in budget) and the flush is tried again
+        next turn.
         """
-        view = self.home.view(req.ns)
-        await view.catch_up()
-        state = view.state
-        queue = fifo(state)
-        if len(queue) < 2:
-            return
-        tok = get_tokenizer(req.tokenizer)
-        counts = self.home.store.token_counts(req.ns, queue, tok)
-        sizes = [counts.get(b, 0) + MESSAGE_OVERHEAD for b in queue]
-        total = sum(sizes)
-        limit = queue_limit(req.budget)
-        if total < limit:
-            if total >= PRESSURE_WARNING * limit and not state.pressure_warned:
-                await view.decide_and_append(lambda s: [] if s.pressure_warned else [
-                    MemoryPressureWarned(ns=req.ns, turn=req.turn, queue_tokens=total, limit_tokens=limit)])
-            return
-        flushed = flush_plan(state, queue, sizes)
-        if not flushed:
+        state = self.home.view(ns).state
+        pressure = queue_pressure(self.home.store, state, ns, turn=turn, budget=budget, tokenizer=tokenizer)
+        if pressure.warn:
+            await self.writer.commit(ns, lambda d: None if d.state.pressure_warned else d.add(pressure.warn))
+        if not pressure.flush:
             return
         previous = state.conversation_summary
-        digest = hashlib.sha256(" ".join(flushed).encode()).hexdigest()[:16]
-        job = CompressJob(ns=req.ns, job_id=f"flush:{digest}", sources=tuple(([previous] if previous else []) + flushed), turn=req.turn)
+        job = CompressJob(ns=ns, job_id=f"flush:{job_digest(pressure.flush)}",
+                          sources=((previous,) if previous else ()) + pressure.flush, turn=turn, scope="conversation")
         try:
             done = await self.jobs.submit(job)
         except VmemError as exc:
-            failed = ErrorRaised(ns=req.ns, turn=req.turn, where="pager.flush", code="summary_failed",
+            failed = ErrorRaised(ns=ns, turn=turn, where="pager.flush", code="summary_failed",
                                  message=f"queue not flushed, will retry: {exc.message}")
-            await view.decide_and_append(lambda _s: [failed])
+            await self.writer.append(ns, [failed])
             return
-        await view.decide_and_append(
-            lambda s: [] if s.conversation_summary == done.summary_id else [
-                QueueFlushed(ns=req.ns, turn=req.turn, flushed=tuple(flushed), summary_id=done.summary_id, previous_summary=previous)],
+        flushed = QueueFlushed(ns=ns, turn=turn, flushed=pressure.flush, summary_id=done.summary_id, previous_summary=previous)
+        await self.writer.commit(
+            ns, lambda d: None if d.state.conversation_summary == done.summary_id else d.add([flushed]),
             key=f"flushed:{job.job_id}",
         )
 
-    async def _copy_imports(self, ns: str, turn: int, ids: list[str], *, load: bool) -> None:
-        """Page in hand-off pointers: copy the blocks from the source namespace the
-        import named (allowed by that import), then make them resident if asked."""
-        view = self.home.view(ns)
-        await view.catch_up()
-        by_source: dict[str, list[str]] = {}
-        for b in ids:
-            src = view.state.imports.get(b)
-            if src is not None:
-                by_source.setdefault(src, []).append(b)
-        copies: list[Event] = []
-        for src, wanted in sorted(by_source.items()):
-            found = self.home.store.get_many(src, wanted)
-            copies += [msgspec.structs.replace(found[b], ns=ns) for b in wanted if b in found]
-        present = {c.block_id for c in copies} | set(view.state.blocks)
-        loads = [PageLoaded(ns=ns, block_id=b, turn=turn, reason="prefetch") for b in ids if load and b in present]
-        if copies or loads:
-            await view.decide_and_append(lambda _s: [*copies, *loads])
+    async def _page_in_imports(self, ns: str, turn: int, ids: list[str], *, load: bool) -> None:
+        """Copy hand-off pointers' blocks from their source (grant checked again), and load them if asked."""
+        sources = {self.home.view(ns).state.imports.get(b) for b in ids} - {None}
+        grants: dict[str, State] = {}
+        for src in sorted(sources):  # type: ignore[type-var]
+            tenant = src.split("/")[0]
+            view = self.home.view(grants_ns(tenant))
+            await view.catch_up()
+            grants[tenant] = view.state
+            await self.home.view(src).catch_up()  # its blocks are in the store
+        await self.writer.commit(ns, lambda d: d.add(
+            import_copies(self.home.store, d.state, ns, ids, turn=turn, load=load, grants=grants).events))
 
     async def turn(self, req: TurnRequest) -> PackReply:
-        """Page in for the turn's query (attempt 0), then pack the prompt via the packer."""
-        if req.attempt == 0:
-            pending = list(self.home.view(req.ns).state.import_resident)
-            if pending:
-                await self._copy_imports(req.ns, req.turn, pending, load=True)
-            await self._queue(req)
-        trace: tuple = ()
-        errors: tuple[str, ...] = ()
+        """Start the turn (with `begin`), page in for its query (attempt 0), then pack via the packer."""
+        ns = req.ns
+        turn = req.turn
+        if req.begin is not None:
+            turn_no: list[int] = []
+
+            def start(draft: Draft) -> None:
+                number, events = begin_turn(draft.state, ns, req.begin, budget=req.budget)  # type: ignore[arg-type]
+                turn_no.append(number)
+                draft.add(events)
+
+            _out, result = await self.writer.commit(ns, start, key=f"begin:{req.begin.key}" if req.begin.key else None)
+            turn = turn_no[-1]
+            if result is not None and result.duplicate:  # a retried begin: the turn it started the first time
+                first = await self.home.log.read(ns, after=result.first_seq - 1, limit=result.last_seq - result.first_seq + 1)
+                turn = next(s.event.turn for s in first if isinstance(s.event, TurnStarted))
+        else:
+            state = await self._require(ns)
+            if turn < 1 or turn > state.turn:
+                raise UsageError(f"turn {turn} of {ns} has not started (turns so far: 1..{state.turn}); begin a turn first")
         sel: Selection | None = None
         summaries: tuple[str, ...] = ()
-        if req.attempt == 0 and req.query:
-            state = self.home.view(req.ns).state
-            refs = tuple(b for b in dict.fromkeys(_BLOCK_REF.findall(req.query)) if b in state.blocks)
-            sel, found, summaries = await self._resolve(
-                req.ns, fault_id=f"t{req.turn}p", turn=req.turn, attempt=0, budget=req.budget,
-                tokenizer=req.tokenizer, query=req.query, explicit=refs, source="pager", raise_event=True,
-            )
-            trace, errors = sel.trace, found.errors
-        packed = await call(
-            self.bus, req.ns, "packer", "pack",
-            PackRequest(
-                ns=req.ns, turn=req.turn, attempt=req.attempt, budget=req.budget, profile=req.profile,
-                tokenizer=req.tokenizer, candidates=trace, retriever_errors=errors,
-            ),
+        errors: tuple[str, ...] = ()
+        if req.attempt == 0:
+            pending = list(self.home.view(ns).state.import_resident)
+            if pending:
+                await self._page_in_imports(ns, turn, pending, load=True)
+            await self._flush(ns, turn=turn, budget=req.budget, tokenizer=req.tokenizer)
+            if req.query:
+                found = await self._search(ns, req.query)
+                errors = found.errors
+
+                def page_in(draft: Draft) -> Selection:
+                    return self._fault_in(
+                        draft, found, fault_id=f"t{turn}p", turn=turn, attempt=0, budget=req.budget,
+                        tokenizer=req.tokenizer, query=req.query, explicit=query_refs(draft.state, req.query),
+                        source="pager", raise_event=True,
+                    )
+
+                sel, _result = await self.writer.commit(ns, page_in, key=f"fault:t{turn}p")
+                summaries = await self._compress(ns, f"evict:t{turn}p", evicted_pages(self.home.view(ns).state, sel.evict), turn)
+        packed = await self.call(
+            ns, "packer", "pack",
+            PackRequest(ns=ns, turn=turn, attempt=req.attempt, budget=req.budget, profile=req.profile,
+                        tokenizer=req.tokenizer, candidates=sel.trace if sel else (), retriever_errors=errors),
             PackReply,
         )
+        packed = msgspec.structs.replace(packed, turn=turn)
         if sel is None or not (sel.load or sel.evict):
             return packed
         return msgspec.structs.replace(packed, fault=True, loaded=sel.load, evicted=sel.evict, summaries=summaries)
 
     async def fault(self, req: FaultRequest) -> FaultReply:
         """Resolve an explicit fault: a query to search for and/or block ids to load."""
-        view = self.home.view(req.ns)
-        await view.catch_up()
-        imported = [b for b in req.block_ids if b in view.state.imports]
+        ns = req.ns
+        state = await self._require(ns)
+        turn = req.turn or state.turn
+        imported = [b for b in req.block_ids if b in state.imports]
         if imported:
-            await self._copy_imports(req.ns, req.turn, imported, load=False)
-        unknown = [b for b in req.block_ids if b not in view.state.blocks]
+            await self._page_in_imports(ns, turn, imported, load=False)
+        unknown = [b for b in req.block_ids if b not in self.home.view(ns).state.blocks]
         if unknown:
-            error = f"no such block in {req.ns}: {', '.join(unknown)}"
-            await view.decide_and_append(
-                lambda _s: [
-                    ErrorRaised(ns=req.ns, turn=req.turn, where="pager.fault", code="fault_unresolved", message=error),
-                    PageFaultResolved(ns=req.ns, fault_id=req.fault_id, turn=req.turn, error=error),
-                ],
-                key=f"fault:{req.fault_id}",
-            )
+            error = f"no such block in {ns}: {', '.join(unknown)}"
+            await self.writer.commit(ns, lambda d: d.add(unresolved_fault(ns, fault_id=req.fault_id, turn=turn, error=error)),
+                                     key=f"fault:{req.fault_id}")
             return FaultReply(loaded=(), evicted=(), error=error)
-        sel, _found, summaries = await self._resolve(
-            req.ns, fault_id=req.fault_id, turn=req.turn, attempt=0, budget=req.budget, tokenizer=req.tokenizer,
-            query=req.query, explicit=tuple(req.block_ids), source="model", raise_event=False,
+        found = await self._search(ns, req.query)
+        sel, _result = await self.writer.commit(
+            ns,
+            lambda d: self._fault_in(
+                d, found, fault_id=req.fault_id, turn=turn, attempt=0, budget=req.budget, tokenizer=req.tokenizer,
+                query=req.query, explicit=tuple(req.block_ids), source="model", raise_event=False,
+            ),
+            key=f"fault:{req.fault_id}",
         )
+        summaries = await self._compress(ns, f"evict:{req.fault_id}", evicted_pages(self.home.view(ns).state, sel.evict), turn)
         error = ""
         if not sel.load:
             error = f"nothing more to load for {req.query!r}: no page that is not resident matches and fits"
-            await view.decide_and_append(
-                lambda _s: [ErrorRaised(ns=req.ns, turn=req.turn, where="pager.fault", code="fault_unresolved", message=error)]
-            )
+            await self.writer.append(ns, [ErrorRaised(ns=ns, turn=turn, where="pager.fault", code="fault_unresolved", message=error)])
         return FaultReply(loaded=sel.load, evicted=sel.evict, summaries=summaries, error=error)
 
     async def evict(self, req: EvictRequest) -> EvictReply:
         """Evict blocks on request; pinned blocks are refused (an error event says so)."""
-        view = self.home.view(req.ns)
-        out: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
+        state = await self._require(req.ns)
+        turn = req.turn or state.turn
+        decision, _result = await self.writer.commit(req.ns, lambda d: _added(d, decide_evict(d.state, req.ns, req.block_ids, turn=turn)))
+        pages = evicted_pages(self.home.view(req.ns).state, decision.evicted)
+        summaries = await self._compress(req.ns, f"evict:t{turn}:{job_digest(pages)}", pages, turn)
+        return EvictReply(evicted=decision.evicted, refused=decision.refused, summaries=summaries,
+                          error="pinned blocks cannot be evicted" if decision.refused else "")
 
-        def decide(state: State) -> list[Event]:
-            pinned = set(state.pinned)
-            refused = tuple(b for b in req.block_ids if b in pinned)
-            evicted = tuple(b for b in req.block_ids if b in state.resident and b not in pinned)
-            out[:] = [(evicted, refused)]
-            events: list[Event] = [PageEvicted(ns=req.ns, block_id=b, turn=req.turn, reason="request") for b in evicted]
-            if refused:
-                events.append(ErrorRaised(
-                    ns=req.ns, turn=req.turn, where="pager.evict", code="pinned",
-                    message=f"pinned blocks cannot be evicted: {', '.join(refused)}",
-                ))
-            return events
+    async def pin(self, req: PinRequest) -> PinReply:
+        """Pin blocks (they become resident and are never evicted) or unpin them."""
+        state = await self._require(req.ns)
+        turn = req.turn or state.turn
 
-        await view.decide_and_append(decide)
-        evicted, refused = out[0]
-        digest = hashlib.sha256(" ".join(evicted).encode()).hexdigest()[:16]
-        await self._compress(req.ns, f"evict:t{req.turn}:{digest}", evicted, req.turn)
-        return EvictReply(evicted=evicted, refused=refused, error="pinned blocks cannot be evicted" if refused else "")
+        def decide(draft: Draft) -> tuple[tuple[str, ...], tuple[str, ...]]:
+            events, changed, unknown = decide_pin(draft.state, req.ns, req.block_ids, pin=req.pin, turn=turn)
+            draft.add(events)
+            return changed, unknown
+
+        (changed, unknown), _result = await self.writer.commit(req.ns, decide)
+        return PinReply(changed=changed, unknown=unknown)
+
+
+def _added(draft: Draft, decision):  # type: ignore[no-untyped-def]
+    draft.add(decision.events)
+    return decision

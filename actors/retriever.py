@@ -21,7 +21,8 @@ from vmem._embed import Embedder, HashingEmbedder
 from vmem._vectors import VectorIndex
 from vmem._fusion import DEFAULT_POLICY, FusionPolicy, fuse
 from vmem._home import Home
-from vmem._log import read_all
+from vmem._view import checked_batches
+from vmem.actors.runtime import Route
 from vmem._retrieve import RecencyRetriever, RetrievalContext, RetrievalQuery, Retriever, graph_neighbours
 from vmem.schemas.events import BlockWritten
 from vmem.schemas.messages import SearchReply, SearchRequest, SyncReply, SyncRequest
@@ -143,7 +144,7 @@ class RetrieverActor:
         self._recency = RecencyRetriever()
 
     def routes(self):
-        return {"search": self.search, "sync": self.sync}
+        return {"search": Route(self.search, SearchRequest), "sync": Route(self.sync, SyncRequest, client=False)}
 
     def _index(self, ns: str) -> _Bm25:
         idx = self._bm25.get(ns)
@@ -163,26 +164,27 @@ class RetrieverActor:
         return vec
 
     async def _follow_tail(self, ns: str, idx: _Bm25) -> None:
-        async for batch in read_all(self.home.log, ns, after=idx.tail_pos):
+        async for batch, covered in checked_batches(self.home.log, ns, after=idx.tail_pos, on_reject=_ignore):
             for stored in batch:
                 ev = stored.event
                 if type(ev) is BlockWritten and ev.kind in INDEXED_KINDS:
                     idx.tail.add(ev.block_id, ev.text)
-            idx.tail_pos = batch[-1].seq
+            idx.tail_pos = covered
         if "vector" not in self.builtins:
             return
         vec = self._vector_index(ns)
-        async for batch in read_all(self.home.log, ns, after=vec.tail_pos):
+        async for batch, covered in checked_batches(self.home.log, ns, after=vec.tail_pos, on_reject=_ignore):
             vec.extend_tail([
                 (s.event.block_id, s.event.text) for s in batch
                 if type(s.event) is BlockWritten and s.event.kind in INDEXED_KINDS
             ])
-            vec.tail_pos = batch[-1].seq
+            vec.tail_pos = covered
 
     async def _sync_vectors(self, ns: str) -> int:
         vec = self._vector_index(ns)
         added = 0
-        async for batch in read_all(self.home.log, ns, after=vec.index.through_seq, batch=SYNC_BATCH):
+        async for batch, _covered in checked_batches(self.home.log, ns, after=vec.index.through_seq, batch=SYNC_BATCH,
+                                                     on_reject=_ignore):
             pairs = [
                 (s.event.block_id, s.event.text) for s in batch
                 if type(s.event) is BlockWritten and s.event.kind in INDEXED_KINDS
@@ -208,14 +210,15 @@ class RetrieverActor:
             return SyncReply(through_seq=index.through_seq, indexed=0)
         indexed = 0
         try:
-            async for batch in read_all(self.home.log, req.ns, after=index.through_seq, batch=SYNC_BATCH):
+            async for batch, covered in checked_batches(self.home.log, req.ns, after=index.through_seq, batch=SYNC_BATCH,
+                                                        on_reject=_ignore):
                 for stored in batch:
                     ev = stored.event
                     if type(ev) is BlockWritten and ev.kind in INDEXED_KINDS:
                         index.add(ev.block_id, ev.text)
                         indexed += 1
                 # Commit in steps so a very large ingest is indexed in bounded memory.
-                index.commit(batch[-1].seq)
+                index.commit(covered)
         except IndexBusy:
             return SyncReply(through_seq=index.through_seq, indexed=indexed)
         idx.tail = TailIndex()
@@ -269,3 +272,7 @@ class RetrieverActor:
             ]
         candidates = fuse(results, req.limit, self.policy)
         return SearchReply(candidates=tuple(candidates), index_seq=bm25.index.through_seq, errors=tuple(sorted(errors)))
+
+
+def _ignore(_rejected: object) -> None:
+    """Skipped records are reported by the namespace's view; indexes just leave them out."""

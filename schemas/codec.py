@@ -26,7 +26,8 @@ HEADER_SIZE = _HEADER.size
 _encoder = msgspec.msgpack.Encoder()
 _event_decoder = msgspec.msgpack.Decoder(Event)
 _any_decoder = msgspec.msgpack.Decoder()
-_decoders: dict[type, msgspec.msgpack.Decoder] = {}
+_json_encoder = msgspec.json.Encoder()
+_decoders: dict[type, tuple[msgspec.msgpack.Decoder, msgspec.json.Decoder]] = {}
 
 
 def encode(obj: Any) -> bytes:
@@ -55,6 +56,8 @@ def decode_record(record: bytes, *, where: str = "record") -> Event:
         event = _event_decoder.decode(view[HEADER_SIZE:])
     except msgspec.DecodeError:
         pass
+    except RecursionError:
+        raise SchemaError(f"{where}: nested too deeply to decode") from None
     else:
         if type(event).VERSION == version:
             return event
@@ -68,6 +71,8 @@ def decode_event(payload: bytes, version: int, *, where: str = "event") -> Event
     except msgspec.DecodeError as exc:
         event = None
         fast_error: Exception | None = exc
+    except RecursionError:
+        raise SchemaError(f"{where}: nested too deeply to decode") from None
     else:
         fast_error = None
         if type(event).VERSION == version:
@@ -78,6 +83,8 @@ def decode_event(payload: bytes, version: int, *, where: str = "event") -> Event
 def _decode_slow(payload: bytes, version: int, where: str, fast_error: Exception | None) -> Event:
     try:
         raw = _any_decoder.decode(payload)
+    except RecursionError:
+        raise SchemaError(f"{where}: nested too deeply to decode") from None
     except msgspec.DecodeError as exc:
         raise SchemaError(f"{where}: not msgpack ({exc})") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):
@@ -103,17 +110,40 @@ def _decode_slow(payload: bytes, version: int, where: str, fast_error: Exception
         raise SchemaError(f"{where}: invalid {tag} v{version}: {detail}") from None
 
 
-def decoder_for(cls: type[T]) -> msgspec.msgpack.Decoder:
-    """The process-wide decoder for a message type (created on first use)."""
-    dec = _decoders.get(cls)
-    if dec is None:
-        dec = _decoders[cls] = msgspec.msgpack.Decoder(cls)
-    return dec
+def is_json(data: bytes) -> bool:
+    """Whether a bus payload is JSON (a JSON object) rather than msgpack.
+
+    Every vmem message is a map: in msgpack its first byte is 0x80-0x8f,
+    0xde or 0xdf, never ``{`` or JSON whitespace, so the two cannot be confused.
+    """
+    head = data[:1]
+    if head in (b" ", b"\t", b"\n", b"\r"):
+        head = data.lstrip()[:1]
+    return head == b"{"
+
+
+def encode_as(obj: Any, *, json: bool) -> bytes:
+    """`obj` as JSON or msgpack: replies go back in the encoding of their request."""
+    return _json_encoder.encode(obj) if json else _encoder.encode(obj)
+
+
+def _decoders_for(cls: Any) -> tuple[msgspec.msgpack.Decoder, msgspec.json.Decoder]:
+    pair = _decoders.get(cls)
+    if pair is None:
+        pair = _decoders[cls] = (msgspec.msgpack.Decoder(cls), msgspec.json.Decoder(cls))
+    return pair
 
 
 def decode(data: bytes, cls: type[T], *, where: str = "message") -> T:
-    """Decode bus-message bytes as `cls`; raises SchemaError naming what was wrong."""
+    """Decode bus-message bytes (msgpack, or JSON) as `cls`; SchemaError naming what was wrong.
+
+    Whatever the bytes, the only error is SchemaError: nesting too deep for the
+    decoder (a RecursionError) is refused like any other malformed input.
+    """
+    packed, text = _decoders_for(cls)
     try:
-        return decoder_for(cls).decode(data)
+        return (text if is_json(data) else packed).decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise SchemaError(f"{where}: cannot decode as {getattr(cls, '__name__', cls)}: {exc}") from None
+        raise SchemaError(f"{where}: cannot decode as {getattr(cls, '__name__', 'a message')}: {exc}") from None
+    except RecursionError:
+        raise SchemaError(f"{where}: nested too deeply to decode; send a flat message") from None

@@ -72,6 +72,13 @@ class PageLoaded(_Event, tag="page_loaded"):
     reason: Literal["fault", "prefetch", "pin"] = "fault"
 
 
+class PageUnpinned(_Event, tag="page_unpinned"):
+    """A pinned block may be evicted again (it stays resident until it is)."""
+
+    block_id: str
+    turn: int = 0
+
+
 class PageEvicted(_Event, tag="page_evicted"):
     """A resident block left L1; its full text stays reloadable by id.
 
@@ -125,12 +132,19 @@ class PageFaultResolved(_Event, tag="page_fault_resolved"):
 
 
 class SummaryCommitted(_Event, tag="summary_committed"):
-    """A compressor job finished: `summary_id` summarises `sources`."""
+    """A compressor job finished: `summary_id` summarises `sources`.
 
+    `scope` says what was summarised: evicted document pages ("pages") or
+    messages flushed from the queue ("conversation").  Version 2 added it;
+    version 1 said so by a ``flush:`` prefix on the job id.
+    """
+
+    VERSION: ClassVar[int] = 2
     job_id: str
     summary_id: str
     sources: tuple[str, ...]
     compressor: str
+    scope: Literal["pages", "conversation"] = "pages"
 
 
 class SectionTrace(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=False):
@@ -260,6 +274,14 @@ class HandoffImported(_Event, tag="handoff_imported"):
     slots: tuple[tuple[str, str], ...] = ()  # (label, value) copied at import: slots are small
 
 
+class HandoffRefused(_Event, tag="handoff_refused"):
+    """Hand-off pointers dropped at page-in: the grant that allowed them is gone."""
+
+    source_ns: str
+    block_ids: tuple[str, ...]
+    turn: int = 0
+
+
 class GrantIssued(_Event, tag="grant_issued"):
     """The source tenant lets `to_tenant` import hand-offs from `agents` ("*" = any)."""
 
@@ -278,6 +300,7 @@ Event = Union[
     TurnStarted,
     PageLoaded,
     PageEvicted,
+    PageUnpinned,
     PageFaultRaised,
     PageFaultResolved,
     SummaryCommitted,
@@ -292,6 +315,7 @@ Event = Union[
     PermissionsSet,
     HandoffExported,
     HandoffImported,
+    HandoffRefused,
     GrantIssued,
     GrantRevoked,
 ]

@@ -19,6 +19,14 @@ def _page_evicted_v1(d: dict[str, Any]) -> dict[str, Any]:
     return d
 
 
+def _summary_committed_v1(d: dict[str, Any]) -> dict[str, Any]:
+    # v1 marked a conversation summary by its job id ("flush:..."); v2 has `scope`.
+    d = dict(d)
+    d["scope"] = "conversation" if str(d.get("job_id", "")).startswith("flush:") else "pages"
+    return d
+
+
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("page_evicted", 1): _page_evicted_v1,
+    ("summary_committed", 1): _summary_committed_v1,
 }

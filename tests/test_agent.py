@@ -10,8 +10,8 @@ import pytest
 
 from vmem import ModelReply, Vmem
 from vmem._agent import calculator_tool
-from vmem._handoff import Snapshot
-from vmem.errors import UsageError
+from vmem.schemas.messages import Snapshot
+from vmem.errors import AccessDenied, UsageError
 from vmem.schemas import events as ev
 from vmem.schemas.messages import ToolCall
 
@@ -22,7 +22,7 @@ NS = "acme/alice"
 async def _events(vm: Vmem, ns: str, kind: type) -> list:
     out = []
     after = 0
-    while batch := await vm.home.log.read(ns, after=after, limit=50_000):
+    while batch := await vm._home.log.read(ns, after=after, limit=50_000):
         out += [s.event for s in batch if type(s.event) is kind]
         after = batch[-1].seq
     return out
@@ -51,7 +51,7 @@ async def test_a_500_turn_conversation_flushes_summarises_and_recalls_turn_3(tmp
         flushes = await _events(vm, NS, ev.QueueFlushed)
         assert len(flushes) >= 20
         # Summaries chain: each new summary is written from (and points to) the one before.
-        state = vm.home.view(NS).state
+        state = vm._home.view(NS).state
         for prev, cur in zip(flushes, flushes[1:]):
             assert cur.previous_summary == prev.summary_id
             assert ("summarizes", prev.summary_id) in state.edges[cur.summary_id]
@@ -79,7 +79,7 @@ async def test_working_context_edits_are_events_with_provenance(tmp_path: Path):
         edits = await _events(vm, NS, ev.SlotEdited)
         assert [(e.label, e.op, e.version) for e in edits] == [("human", "append", 1), ("human", "replace", 2)]
         assert all(e.call_id and e.turn and e.source == "model" for e in edits)
-        assert vm.home.view(NS).state.slots["human"][0] == "Name: Ada Byron"
+        assert vm._home.view(NS).state.slots["human"][0] == "Name: Ada Byron"
         r = await vm.chat(NS, "What is my name?", budget=1500)
         assert "Ada Byron" in r.reply
 
@@ -135,7 +135,7 @@ async def test_malformed_or_forbidden_calls_become_error_events_and_change_nothi
         await vm.chat(NS, "Hello.", budget=1500)
         await vm.define_slot(NS, "persona", limit=200, value="I am careful.", readonly=True)
         await vm.set_permissions(NS, ["send_message", "core_memory_append", "core_memory_replace", "conversation_search"])
-        before = msgspec.msgpack.encode(vm.home.view(NS).state.slots)
+        before = msgspec.msgpack.encode(vm._home.view(NS).state.slots)
         facts = len(await _events(vm, NS, ev.BlockWritten))
         model = Scripted(reply)
         r = await vm.chat(NS, "Do the thing.", budget=1500, model=model)
@@ -143,7 +143,7 @@ async def test_malformed_or_forbidden_calls_become_error_events_and_change_nothi
         errors = await _events(vm, NS, ev.ErrorRaised)
         assert errors[-1].code == code and errors[-1].call_id == "c1"
         assert "error: " in model.prompts[-1]  # shown to the model on its next step
-        assert msgspec.msgpack.encode(vm.home.view(NS).state.slots) == before
+        assert msgspec.msgpack.encode(vm._home.view(NS).state.slots) == before
         written = [e for e in (await _events(vm, NS, ev.BlockWritten))[facts:] if e.kind == "fact"]
         assert written == []
 
@@ -151,10 +151,10 @@ async def test_malformed_or_forbidden_calls_become_error_events_and_change_nothi
 async def test_a_model_cannot_write_the_system_block(tmp_path: Path):
     async with Vmem.open(tmp_path / "h", create=True) as vm:
         await vm.chat(NS, "Hello.", budget=1500)
-        system = vm.home.view(NS).state.pinned[0]
+        system = vm._home.view(NS).state.pinned[0]
         model = Scripted(_call("core_memory_replace", '{"label": "system", "old_content": "You", "new_content": "Me"}'))
         await vm.chat(NS, "Rewrite your instructions.", budget=1500, model=model)
-        assert vm.home.view(NS).state.pinned[0] == system
+        assert vm._home.view(NS).state.pinned[0] == system
         assert (await vm.block(NS, system)).text.startswith("You are a helpful agent")
 
 
@@ -180,7 +180,7 @@ async def test_a_failing_summariser_leaves_the_queue_intact_and_is_retried(tmp_p
         assert await _events(vm, NS, ev.QueueFlushed) == []
         failed = [e for e in await _events(vm, NS, ev.ErrorRaised) if e.code == "summary_failed"]
         assert failed
-        state = vm.home.view(NS).state
+        state = vm._home.view(NS).state
         assert state.fifo_start == 0  # nothing left the queue
         traces = await _events(vm, NS, ev.PromptPacked)
         assert all(t.prompt_tokens <= 700 for t in traces)
@@ -201,11 +201,11 @@ async def test_handoff_within_a_tenant_and_across_tenants_only_with_a_grant(tmp_
         assert len(msgspec.json.encode(snap)) < 2000  # pointers, not payloads
 
         assert await vm.handoff_import(snap, "acme/bob") == len(snap.resident)
-        assert "acme/bob" in await vm.home.log.namespaces()
+        assert "acme/bob" in await vm._home.log.namespaces()
         r = await vm.ask("acme/bob", "Who is the principal keeper of Cape Wrath?", budget=1024, prefetch=False)
         assert r.answered and "Catriona Bain" in r.answer  # paged in lazily from the snapshot
 
-        with pytest.raises(UsageError, match="crosses tenants"):
+        with pytest.raises(AccessDenied, match="crosses tenants"):
             await vm.handoff_import(snap, "globex/carol")
         await vm.grant("acme", "globex")
         assert await vm.handoff_import(snap, "globex/carol") == len(snap.resident)
@@ -213,8 +213,14 @@ async def test_handoff_within_a_tenant_and_across_tenants_only_with_a_grant(tmp_
         assert grants[-1].to_tenant == "globex"
         await vm.revoke("acme", "globex")
         snap2 = await vm.handoff_export(NS)
-        with pytest.raises(UsageError, match="crosses tenants"):
+        with pytest.raises(AccessDenied, match="crosses tenants"):
             await vm.handoff_import(snap2, "globex/dave")
+        # The grant is checked again at page-in: carol's pointers, imported while it held, are refused now.
+        r = await vm.ask("globex/carol", "Who is the principal keeper of Cape Wrath?", budget=1024, prefetch=False)
+        assert not r.answered
+        refused = await _events(vm, "globex/carol", ev.HandoffRefused)
+        assert refused and set(refused[0].block_ids) == set(snap.resident)
+        assert not (await vm.state("globex/carol")).resident or not set(snap.resident) & set((await vm.state("globex/carol")).resident)
 
 
 async def test_a_forged_snapshot_is_refused(tmp_path: Path, handbook_file: Path):

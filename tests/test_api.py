@@ -9,7 +9,7 @@ import pytest
 import vmem
 from vmem import Vmem
 from vmem._tokens import get_tokenizer
-from vmem.actors.runtime import call
+from vmem._rpc import call
 from vmem.schemas.messages import FaultReply, FaultRequest, PackReply, ReduceReply, ReduceRequest, TurnRequest
 
 pytestmark = pytest.mark.anyio
@@ -63,10 +63,10 @@ async def test_same_inputs_give_the_same_state_hash_and_prompt_bytes(tmp_path: P
 async def test_ingesting_the_same_file_twice_commits_nothing_new(tmp_path: Path, handbook_file: Path):
     async with Vmem.open(tmp_path / "home", create=True) as vm:
         first = await vm.ingest(NS, handbook_file)
-        last = await vm.home.log.last_seq(NS)
+        last = await vm._home.log.last_seq(NS)
         again = await vm.ingest(NS, handbook_file)
         assert again.duplicate and not first.duplicate
-        assert await vm.home.log.last_seq(NS) == last
+        assert await vm._home.log.last_seq(NS) == last
 
 
 async def test_unknown_namespace_is_a_clear_error(tmp_path: Path):
@@ -100,16 +100,16 @@ async def test_untrusted_model_output_becomes_an_error_event(tmp_path, handbook_
     async with Vmem.open(tmp_path / "home", create=True) as vm:
         await vm.ingest(NS, handbook_file)
         await vm.ask(NS, "Who is the principal keeper of Cape Wrath?", budget=800)
-        turn = vm.home.view(NS).state.turn
+        turn = vm._home.view(NS).state.turn
         await call(vm.bus, NS, "pager", "turn", TurnRequest(ns=NS, turn=turn, attempt=9, budget=800), PackReply)
-        before = vm.home.view(NS).state.resident.copy()
+        before = vm._home.view(NS).state.resident.copy()
         red = await call(
             vm.bus, NS, "reducer", "reduce",
             ReduceRequest(ns=NS, turn=turn, attempt=9, model="test", text=text),
             ReduceReply,
         )
         assert red.outcome == outcome and error in red.error
-        assert vm.home.view(NS).state.resident == before
+        assert vm._home.view(NS).state.resident == before
 
 
 async def test_reopening_a_home_resumes_from_a_snapshot(tmp_path: Path, handbook_file: Path, monkeypatch):
@@ -121,7 +121,7 @@ async def test_reopening_a_home_resumes_from_a_snapshot(tmp_path: Path, handbook
         await vm.ask(NS, "Who is the principal keeper of Cape Wrath?", budget=800)
         live = (await vm.replay(NS)).live_state_hash
     async with Vmem.open(tmp_path / "home") as vm:
-        snap = vm.home.snapshots.load(NS)
+        snap = vm._home.snapshots.load(NS)
         assert snap is not None and snap[0] > 0
         report = await vm.replay(NS)
         assert report.equal and report.state_hash == live
@@ -153,4 +153,4 @@ async def test_a_50_mb_file_is_ingested_in_bounded_memory(tmp_path: Path, handbo
         # The file is streamed: what stays is the page table (about 1 KB a
         # page), not the text (50 MB) nor its events (over 50 MB encoded).
         assert peak < 64 * 2**20, f"peak Python heap {peak / 2**20:.0f} MiB"
-        assert vm.home.view(NS).state.counters["blocks"] == result.pages
+        assert vm._home.view(NS).state.counters["blocks"] == result.pages

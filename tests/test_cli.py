@@ -36,7 +36,7 @@ def loaded(home: Path, handbook_file: Path) -> Path:
 
 
 def events_of(home: Path) -> int:
-    proc = vmem("log", "tail", "-n", "100000", "--ns", NS, "--json", home=home)
+    proc = vmem("log", "tail", "-n", "10000", "--ns", NS, "--json", home=home)
     return len(proc.stdout.splitlines()) if proc.returncode == 0 else 0
 
 

@@ -213,7 +213,7 @@ async def test_turns_end_to_end_with_serve_and_a_worker_in_other_processes(
         for q in QUESTIONS:
             answers.append(await vm.ask(NS, q, budget=800))
         report = await vm.replay(NS, verify=True)
-        distributed = await all_events(vm.home.log, NS)
+        distributed = await all_events(vm._home.log, NS)
     assert "GAN100" in answers[0].answer and "SUM601" in answers[3].answer
     assert all(a.answered for a in answers)
     summaries = [s for a in answers for s in a.summaries]
@@ -236,7 +236,7 @@ async def test_turns_end_to_end_with_serve_and_a_worker_in_other_processes(
         await vm.ingest(NS, handbook_file)
         embedded_answers = [await vm.ask(NS, q, budget=800) for q in QUESTIONS]
         embedded_report = await vm.replay(NS)
-        embedded = await all_events(vm.home.log, NS)
+        embedded = await all_events(vm._home.log, NS)
     assert [a.answer for a in embedded_answers] == [a.answer for a in answers]
     assert [a.prompt_sha256 for a in embedded_answers] == [a.prompt_sha256 for a in answers]
     assert embedded == distributed
@@ -396,7 +396,7 @@ async def test_cache_homes_and_embedded_homes_do_not_mix(nats_server: NatsServer
 async def test_serve_hosts_only_the_namespaces_it_is_given(nats_server: NatsServer, tmp_path: Path, prefix: str) -> None:
     from vmem._bus_nats import NatsBus
     from vmem._distributed import serve
-    from vmem.actors.runtime import call
+    from vmem._rpc import call
     from vmem.errors import NoResponders
     from vmem.schemas.messages import PackReply, TurnRequest
 

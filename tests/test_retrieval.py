@@ -9,7 +9,7 @@ import pytest
 
 from vmem import ModelReply, Vmem
 from vmem._retrieve import RetrievalContext, RetrievalQuery
-from vmem.actors.runtime import call
+from vmem._rpc import call
 from vmem.schemas.events import ErrorRaised, PageFaultRaised, PromptPacked
 from vmem.schemas.messages import EvictReply, EvictRequest, FaultReply, FaultRequest, SearchReply, SearchRequest
 
@@ -43,7 +43,7 @@ class Favourite:
 
 
 async def _events(vm: Vmem, kind: type) -> list:
-    return [s.event for s in await vm.home.log.read(NS, limit=10**6) if type(s.event) is kind]
+    return [s.event for s in await vm._home.log.read(NS, limit=10**6) if type(s.event) is kind]
 
 
 async def test_a_failing_and_a_slow_plugin_are_recorded_not_fatal(tmp_path: Path, handbook_file: Path):
@@ -66,10 +66,10 @@ async def test_explicit_fault_by_block_id_loads_that_page(tmp_path: Path, handbo
     async with Vmem.open(tmp_path / "h", create=True) as vm:
         await vm.ingest(NS, handbook_file)
         await vm.ask(NS, "Who is the principal keeper of Cape Wrath?", budget=800)
-        state = vm.home.view(NS).state
+        state = vm._home.view(NS).state
         far = next(b for b in reversed(state.order) if state.blocks[b].kind == "page" and b not in state.resident)
         reply = await call(vm.bus, NS, "pager", "fault", FaultRequest(ns=NS, fault_id="manual-1", turn=1, budget=800, block_ids=(far,)), FaultReply)
-        assert far in reply.loaded and far in vm.home.view(NS).state.resident
+        assert far in reply.loaded and far in vm._home.view(NS).state.resident
 
 
 class CitesAbsentPage:
@@ -91,7 +91,7 @@ class CitesAbsentPage:
 async def test_citing_a_stored_page_that_is_not_resident_is_an_implicit_fault(tmp_path: Path, handbook_file: Path):
     async with Vmem.open(tmp_path / "h", create=True) as vm:
         await vm.ingest(NS, handbook_file)
-        state = vm.home.view(NS).state
+        state = vm._home.view(NS).state
         page = next(b for b in state.order if state.blocks[b].kind == "page")
         model = CitesAbsentPage(page)
         r = await vm.ask(NS, "zzz qqq", budget=800, model=model)
@@ -104,12 +104,12 @@ async def test_evicting_a_pinned_block_is_refused(tmp_path: Path, handbook_file:
     async with Vmem.open(tmp_path / "h", create=True) as vm:
         await vm.ingest(NS, handbook_file)
         await vm.ask(NS, "Who is the principal keeper of Cape Wrath?", budget=800)
-        state = vm.home.view(NS).state
+        state = vm._home.view(NS).state
         system = state.pinned[0]
         page = next(b for b in state.resident if b not in state.pinned)
         reply = await call(vm.bus, NS, "pager", "evict", EvictRequest(ns=NS, turn=1, block_ids=(system, page)), EvictReply)
         assert reply.refused == (system,) and reply.evicted == (page,)
-        state = vm.home.view(NS).state
+        state = vm._home.view(NS).state
         assert system in state.resident and page not in state.resident
         errors = await _events(vm, ErrorRaised)
         assert errors[-1].code == "pinned"

@@ -27,7 +27,7 @@ from natsserver import OPS_CONFIG, NatsServer
 from vmem._bus_nats import NatsBus
 from vmem._distributed import connect, serve
 from vmem._log_jetstream import JetStreamLog
-from vmem.actors.runtime import call
+from vmem._rpc import call
 from vmem.errors import AccessDenied, UsageError
 from vmem.schemas.messages import PackReply, TurnRequest
 

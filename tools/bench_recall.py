@@ -105,16 +105,16 @@ async def run_sample(sample: dict, idx: int, budgets: list[int], embedder, tmp: 
                 if prev:
                     events.append(EdgeAdded(ns=ns, src=b.block_id, dst=prev, kind="follows"))
                 prev = b.block_id
-        await vm.home.log.append(ns, events)
-        vm.home.store.cache_tokens(tok.name, counts)
-        view = vm.home.view(ns)
+        await vm._home.log.append(ns, events)
+        vm._home.store.cache_tokens(tok.name, ns, counts)
+        view = vm._home.view(ns)
         await view.catch_up()
-        actors = {name: RetrieverActor(vm.home, embedder=embedder, builtins=builtins) for name, builtins in CONFIGS.items()}
+        actors = {name: RetrieverActor(vm._home, embedder=embedder, builtins=builtins) for name, builtins in CONFIGS.items()}
         await actors["vmem"].sync(SyncRequest(ns=ns))
         state = view.state
         ids = list(state.blocks)
-        blocks = vm.home.store.get_many(ns, ids)
-        block_tokens = vm.home.store.token_counts(ns, ids, tok)
+        blocks = vm._home.store.get_many(ns, ids)
+        block_tokens = vm._home.store.token_counts(ns, ids, tok)
         for qa in sample["qa"]:
             evidence = [e.strip() for e in qa.get("evidence", []) if isinstance(e, str)]
             found = [dia_to_block[e] for e in evidence if e in dia_to_block]

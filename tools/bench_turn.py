@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """One turn (retrieve, fuse, select, pack, trace) at 1,000, 10,000 and 100,000 stored blocks.
 
-Builds a home per size with short document pages, then times the
-pager's turn request over the in-process bus (everything but the model):
-implicit fault (retrieval over BM25, recency and graph, fusion, selection,
-page events appended durably, compression of what was evicted) and packing
-(render, exact count, trace appended).  Baseline, in the same process: a bare
+Builds a home per size with short document pages (sent to the memory actor
+as ingest batches), then times the pager's turn request over the in-process
+bus (everything but the model): the turn's start with the user's message,
+the implicit fault (retrieval over BM25, vectors, recency and graph, fusion,
+selection, page events appended durably, compression of what was evicted)
+and packing (render, exact count, trace appended).  Baseline, in the same process: a bare
 BM25 top-50 over the same index plus an exact token count of its texts (the
 least any pager must do).
 
@@ -27,11 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import dir_mb, emit_json, rss_mb, summary_ms  # noqa: E402
 
 from vmem import Vmem  # noqa: E402
-from vmem._blocks import make_block  # noqa: E402
 from vmem._tokens import get_tokenizer  # noqa: E402
-from vmem.actors.runtime import call  # noqa: E402
-from vmem.schemas.events import EdgeAdded  # noqa: E402
-from vmem.schemas.messages import PackReply, SyncReply, SyncRequest, TurnRequest  # noqa: E402
+from vmem.schemas.messages import IngestReply, IngestRequest, PackReply, PageIn, TurnBegin, TurnRequest  # noqa: E402
 
 NS = "bench/turn"
 BUDGET = 2048
@@ -53,50 +51,38 @@ def sentence(rng: random.Random, vocab: list[str]) -> str:
 
 
 async def build(home: Path, n: int, rng: random.Random, vocab: list[str]) -> None:
-    tok = get_tokenizer("cl100k_base")
+    """`n` one-sentence pages of one document, sent as ingest batches (the last one indexes them)."""
     async with Vmem.open(home, create=True) as vm:
-        prev = ""
-        batch: list = []
-        counts: dict[str, int] = {}
-        for i in range(n):
-            text = sentence(rng, vocab)
-            b = make_block(NS, "page", "document", text, {"doc": f"d{i // 1000}", "page": str(i % 1000)})
-            batch.append(b)
-            counts[b.block_id] = tok.count(text)
-            if prev:
-                batch.append(EdgeAdded(ns=NS, src=b.block_id, dst=prev, kind="follows"))
-            prev = b.block_id
-            if len(batch) >= 10000:
-                await vm.home.log.append(NS, batch)
-                vm.home.store.cache_tokens(tok.name, counts)
-                batch, counts = [], {}
-        if batch:
-            await vm.home.log.append(NS, batch)
-            vm.home.store.cache_tokens(tok.name, counts)
-        await call(vm.bus, NS, "retriever", "sync", SyncRequest(ns=NS), SyncReply, timeout=3600)
-        await vm.home.view(NS).catch_up()
+        batch = 1000
+        for b, first in enumerate(range(0, n, batch)):
+            pages = tuple(PageIn(sentence(rng, vocab)) for _ in range(first, min(n, first + batch)))
+            last = first + len(pages) >= n
+            req = IngestRequest(ns=NS, doc_id=f"{n:016x}", source="bench", batch=b, first_page=first + 1, pages=pages,
+                                final=last, total_pages=n if last else 0)
+            await vm._call(NS, "memory", "ingest", req, IngestReply, timeout=3600)
 
 
 async def measure(home: Path, turns: int, rng: random.Random, vocab: list[str]) -> dict:
     tok = get_tokenizer("cl100k_base")
     async with Vmem.open(home) as vm:
-        await vm.home.view(NS).catch_up()
+        await vm.state(NS)
         queries = [" ".join(rng.choice(vocab[:800]) for _ in range(rng.randint(3, 8))) for _ in range(turns + 10)]
         times: list[float] = []
         for t, q in enumerate(queries, start=1):
             start = time.perf_counter()
-            await call(vm.bus, NS, "pager", "turn", TurnRequest(ns=NS, turn=t, attempt=0, budget=BUDGET, query=q), PackReply)
+            await vm._call(NS, "pager", "turn", TurnRequest(ns=NS, budget=BUDGET, query=q, begin=TurnBegin(message=q)), PackReply)
             if t > 10:  # warm-up turns are not counted
                 times.append(time.perf_counter() - start)
         # Baseline: bare BM25 top-50 and an exact count of what it returns.
         from vmem._bm25 import Bm25Index
 
-        index = Bm25Index.open(vm.home.index_dir(NS) / "bm25")
+        assert vm._home is not None
+        index = Bm25Index.open(vm._home.index_dir(NS) / "bm25")
         base: list[float] = []
         for q in queries[10:]:
             start = time.perf_counter()
             hits = index.search(q, 50)
-            texts = vm.home.store.get_many(NS, [b for b, _s in hits])
+            texts = vm._home.store.get_many(NS, [b for b, _s in hits])
             tok.count("\n\n".join(texts[b].text for b, _s in hits if b in texts))
             base.append(time.perf_counter() - start)
         index.close()

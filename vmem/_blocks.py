@@ -39,7 +39,7 @@ def make_block(
 
 
 class BlockStore:
-    """Blocks by (namespace, id), plus a token-count cache per (block, tokenizer).
+    """Blocks by (namespace, id), plus a token-count cache per (tokenizer, namespace, block).
 
     The store is a projection of the log: :meth:`project` writes a batch of
     folded events and the sequence it reflects in one transaction, so after a
@@ -89,8 +89,14 @@ class BlockStore:
 
         return self._env.read(txn_fn)
 
-    def cached_tokens(self, tokenizer: str, bids: Iterable[str]) -> dict[str, int]:
-        keys = [(b, f"{tokenizer}\x00{b}".encode()) for b in bids]
+    @staticmethod
+    def _count_key(tokenizer: str, ns: str, bid: str) -> bytes:
+        # Keyed by namespace too: a count is only ever computed from a block's own
+        # stored text, and no namespace's blocks can stand in for another's.
+        return f"{tokenizer}\x00{ns}\x00{bid}".encode()
+
+    def cached_tokens(self, tokenizer: str, ns: str, bids: Iterable[str]) -> dict[str, int]:
+        keys = [(b, self._count_key(tokenizer, ns, b)) for b in bids]
 
         def txn_fn(txn: lmdb.Transaction) -> dict[str, int]:
             out = {}
@@ -102,23 +108,23 @@ class BlockStore:
 
         return self._env.read(txn_fn)
 
-    def cache_tokens(self, tokenizer: str, counts: Mapping[str, int]) -> None:
+    def cache_tokens(self, tokenizer: str, ns: str, counts: Mapping[str, int]) -> None:
         if not counts:
             return
 
         def txn_fn(txn: lmdb.Transaction) -> None:
             for b, n in counts.items():
-                txn.put(f"{tokenizer}\x00{b}".encode(), _U32.pack(n), db=self._tokens)
+                txn.put(self._count_key(tokenizer, ns, b), _U32.pack(n), db=self._tokens)
 
         self._env.write(txn_fn)
 
     def token_counts(self, ns: str, bids: Iterable[str], tokenizer: "Tokenizer") -> dict[str, int]:
         """Token counts of blocks' text under `tokenizer`, counted once and cached."""
         bids = list(bids)
-        counts = self.cached_tokens(tokenizer.name, bids)
+        counts = self.cached_tokens(tokenizer.name, ns, bids)
         missing = [b for b in bids if b not in counts]
         if missing:
             fresh = {b: tokenizer.count(blk.text) for b, blk in self.get_many(ns, missing).items()}
-            self.cache_tokens(tokenizer.name, fresh)
+            self.cache_tokens(tokenizer.name, ns, fresh)
             counts.update(fresh)
         return counts

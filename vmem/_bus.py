@@ -37,6 +37,7 @@ __all__ = [
     "Bus",
     "Msg",
     "Subscription",
+    "answerable",
     "subject_matches",
     "validate_data",
     "validate_headers",
@@ -258,6 +259,15 @@ def validate_headers(headers: Mapping[str, str] | None) -> dict[str, str] | None
             )
         out[key] = value
     return out
+
+
+REPLY_PREFIXES = ("_INBOX.", "_INBOX_", "_R_.")
+"""Reply subjects a service answers: request inboxes, and the server's cross-account reply subjects."""
+
+
+def answerable(reply: str | None) -> bool:
+    """Whether a service answers on `reply`: only a requester's inbox, never a subject a caller picks."""
+    return reply is not None and reply.startswith(REPLY_PREFIXES)
 
 
 def subject_matches(pattern: str, subject: str) -> bool:

@@ -19,7 +19,6 @@ A ``LocalBus`` belongs to one event loop; it is not thread-safe.
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Self
@@ -35,72 +34,20 @@ from vmem._bus import (
     validate_queue,
     validate_subject,
 )
+from vmem._subscription import DEFAULT_PENDING_LIMIT, BufferedSubscription, check_limit
 from vmem.errors import BusError, NoResponders, RequestTimeout, UsageError
 
 __all__ = ["DEFAULT_PENDING_LIMIT", "LocalBus", "LocalSubscription"]
 
-DEFAULT_PENDING_LIMIT = 65536
-"""Messages a subscription may buffer before further ones are dropped for it."""
-
-
-class LocalSubscription:
+class LocalSubscription(BufferedSubscription):
     """A subscription on a :class:`LocalBus`; iterate it to receive messages."""
 
     def __init__(
         self, bus: LocalBus, sid: int, pattern: str, queue: str | None, pending_limit: int
     ) -> None:
+        super().__init__(pattern, queue, pending_limit)
         self._bus = bus
         self._sid = sid
-        self._pattern = pattern
-        self._queue = queue
-        self._limit = pending_limit
-        self._pending: deque[Msg] = deque()
-        self._dropped = 0
-        self._closed = False
-        # One event shared by all waiting iterators, created only while someone
-        # waits so a busy subscription does not allocate one per message.
-        self._wakeup: anyio.Event | None = None
-
-    @property
-    def pattern(self) -> str:
-        """The subject pattern this subscription was made with."""
-        return self._pattern
-
-    @property
-    def queue(self) -> str | None:
-        """The queue group this subscription belongs to, if any."""
-        return self._queue
-
-    @property
-    def pending(self) -> int:
-        """Messages delivered to this subscription and not yet taken."""
-        return len(self._pending)
-
-    @property
-    def dropped(self) -> int:
-        """Messages discarded because the pending limit was reached (slow consumer)."""
-        return self._dropped
-
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> Msg:
-        await checkpoint_if_cancelled()
-        waited = False
-        while True:
-            if self._closed:
-                raise StopAsyncIteration
-            if self._pending:
-                msg = self._pending.popleft()
-                if not waited:
-                    # Yield once anyway so a consumer that never runs dry still
-                    # lets other tasks run; shielded so the message is not lost.
-                    await cancel_shielded_checkpoint()
-                return msg
-            if self._wakeup is None:
-                self._wakeup = anyio.Event()
-            await self._wakeup.wait()
-            waited = True
 
     async def unsubscribe(self) -> None:
         """Stop delivery and end iteration, discarding buffered messages.  Idempotent."""
@@ -109,35 +56,6 @@ class LocalSubscription:
         self._bus._remove(self)
         self._close()
         await cancel_shielded_checkpoint()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.unsubscribe()
-
-    def _offer(self, msg: Msg) -> bool:
-        """Buffer `msg` unless closed or full; say whether it was taken."""
-        if self._closed or len(self._pending) >= self._limit:
-            return False
-        self._pending.append(msg)
-        self._wake()
-        return True
-
-    def _close(self) -> None:
-        self._closed = True
-        self._pending.clear()
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._wakeup is not None:
-            self._wakeup.set()
-            self._wakeup = None
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"pending={len(self._pending)}"
@@ -245,7 +163,7 @@ class LocalBus:
     """
 
     def __init__(self, *, pending_limit: int = DEFAULT_PENDING_LIMIT) -> None:
-        self._default_limit = _check_limit(pending_limit)
+        self._default_limit = check_limit(pending_limit)
         self._index = _Index()
         self._next_sid = 0
         self._next_inbox = 0
@@ -286,7 +204,7 @@ class LocalBus:
         await checkpoint_if_cancelled()
         validate_pattern(pattern)
         validate_queue(queue)
-        limit = self._default_limit if pending_limit is None else _check_limit(pending_limit)
+        limit = self._default_limit if pending_limit is None else check_limit(pending_limit)
         sub = self._add(pattern, queue, limit)
         await cancel_shielded_checkpoint()
         return sub
@@ -424,9 +342,3 @@ class LocalBus:
             else:
                 members[start]._dropped += 1
         return len(matches)
-
-
-def _check_limit(limit: int) -> int:
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise UsageError(f"pending_limit must be a positive int, got {limit!r}")
-    return limit

@@ -59,6 +59,7 @@ from vmem._bus import (
     validate_queue,
     validate_subject,
 )
+from vmem._subscription import DEFAULT_PENDING_LIMIT, BufferedSubscription
 from vmem.errors import AccessDenied, BusError, NoResponders, RequestTimeout, UsageError
 
 __all__ = [
@@ -70,8 +71,6 @@ __all__ = [
     "require_asyncio",
 ]
 
-DEFAULT_PENDING_LIMIT = 65536
-"""Messages a subscription may buffer before further ones are dropped for it."""
 
 DEFAULT_RECONNECT_WAIT = 0.25
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -368,62 +367,19 @@ class NatsConnection:
                     pass  # the connection was already broken; it is closed either way
 
 
-class NatsSubscription:
+class NatsSubscription(BufferedSubscription):
     """A subscription on a :class:`NatsBus`; iterate it to receive messages."""
 
     def __init__(self, bus: NatsBus, pattern: str, queue: str | None, pending_limit: int) -> None:
+        super().__init__(pattern, queue, pending_limit)
         self._bus = bus
-        self._pattern = pattern
-        self._queue = queue
-        self._limit = pending_limit
-        self._pending: deque[Msg] = deque()
-        self._dropped = 0
         self._refused = 0
-        self._closed = False
-        self._wakeup: anyio.Event | None = None
         self._nsub: Any = None
-
-    @property
-    def pattern(self) -> str:
-        return self._pattern
-
-    @property
-    def queue(self) -> str | None:
-        return self._queue
-
-    @property
-    def pending(self) -> int:
-        """Messages delivered to this subscription and not yet taken."""
-        return len(self._pending)
-
-    @property
-    def dropped(self) -> int:
-        """Messages discarded because the pending limit was reached (slow consumer)."""
-        return self._dropped
 
     @property
     def refused(self) -> int:
         """Messages discarded because JetStream, not a client, sent them (see the module docstring)."""
         return self._refused
-
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> Msg:
-        await checkpoint_if_cancelled()
-        waited = False
-        while True:
-            if self._closed:
-                raise StopAsyncIteration
-            if self._pending:
-                msg = self._pending.popleft()
-                if not waited:
-                    await cancel_shielded_checkpoint()
-                return msg
-            if self._wakeup is None:
-                self._wakeup = anyio.Event()
-            await self._wakeup.wait()
-            waited = True
 
     async def unsubscribe(self) -> None:
         """Stop delivery and end iteration, discarding buffered messages.  Idempotent."""
@@ -440,17 +396,6 @@ class NatsSubscription:
                         pass  # gone with the connection; the server forgets it too
         await cancel_shielded_checkpoint()
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.unsubscribe()
-
     async def _on_msg(self, m: NatsMsg) -> None:
         # Called by nats-py's delivery task, one message at a time.
         if self._closed:
@@ -461,21 +406,9 @@ class NatsSubscription:
             # direct get).  Such a message is never a bus message.
             self._refused += 1
             return
-        if len(self._pending) >= self._limit:
-            self._dropped += 1
-            return
         headers = {str(k): v for k, v in m.headers.items()} if m.headers else None
-        self._pending.append(Msg(m.subject, m.data, m.reply or None, headers))
-        if self._wakeup is not None:
-            self._wakeup.set()
-            self._wakeup = None
-
-    def _close(self) -> None:
-        self._closed = True
-        self._pending.clear()
-        if self._wakeup is not None:
-            self._wakeup.set()
-            self._wakeup = None
+        if not self._offer(Msg(m.subject, m.data, m.reply or None, headers)):
+            self._dropped += 1
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"pending={len(self._pending)}"

@@ -1,4 +1,4 @@
-"""CLI wiring for distributed mode: ``vmem serve``, ``vmem worker compressor``, ``vmem replay --nats``.
+"""CLI wiring for distributed mode's processes: ``vmem serve`` and ``vmem worker compressor``.
 
 A thin shell over :mod:`vmem._distributed`.  These commands run on asyncio
 only (nats-py); ``--backend trio`` is refused with a clear message.  They run
@@ -13,17 +13,20 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import anyio
 import msgspec
 
 from vmem._home import resolve_home
+from vmem._jobs_jetstream import DEAD_AFTER
 from vmem._log_jetstream import DEFAULT_PREFIX
+from vmem._ops_nats import DEFAULT_MONITOR_URL
 from vmem.errors import UsageError, VmemError, lone_error
 
-__all__ = ["add_distributed_commands", "add_replay_nats_arguments"]
+__all__ = ["add_distributed_commands"]
+
+PASSWORD_ENV = "VMEM_NATS_PASSWORD"
 
 
 def _emit(args: argparse.Namespace, text: str, obj: dict[str, Any]) -> None:
@@ -36,6 +39,9 @@ def _nats_options(args: argparse.Namespace) -> dict[str, Any]:
     options: dict[str, Any] = {}
     if getattr(args, "creds", None):
         options["creds"] = args.creds
+    if getattr(args, "user", None):
+        options["user"] = args.user
+        options["password"] = os.environ.get(PASSWORD_ENV)
     if getattr(args, "connect_timeout", None) is not None:
         options["connect_timeout"] = args.connect_timeout
     return options
@@ -91,7 +97,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     url = _url(args)
     home = resolve_home(getattr(args, "home", None))
 
+    def report(info: dict[str, Any]) -> None:
+        _emit(args, f"vmem serve: {info['event']} in {info.get('where', '?')} ({info.get('ns', '')}): {info.get('error', '')}", info)
+
     def ready(info: dict[str, Any]) -> None:
+        if info["weak_setup"]:
+            _emit(args, "vmem serve: WARNING, weaker setup than vmem needs: " + "; ".join(info["weak_setup"]),
+                  {"event": "weak_setup", "problems": info["weak_setup"]})
         _emit(
             args,
             f"vmem serve: ready on {info['nats']} (nats-server {info['server']}): "
@@ -103,7 +115,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     return _run_until_signalled(
         lambda: serve(url, home=home, namespaces=args.ns or ["*/*"], prefix=args.prefix, ack_wait=args.ack_wait,
-                      on_ready=ready, **_nats_options(args))
+                      allow_weak_setup=args.allow_weak_setup, monitor=args.monitor, on_ready=ready, report=report,
+                      **_nats_options(args))
     )
 
 
@@ -146,51 +159,9 @@ def cmd_worker_compressor(args: argparse.Namespace) -> int:
 
     return _run_until_signalled(
         lambda: run_worker(url, home=home, concurrency=args.concurrency, latency=args.simulate_latency_ms / 1000,
-                           prefix=args.prefix, ack_wait=args.ack_wait, on_ready=ready, on_event=event,
-                           **_nats_options(args))
+                           prefix=args.prefix, ack_wait=args.ack_wait, dead_after=args.dead_after, on_ready=ready,
+                           on_event=event, **_nats_options(args))
     )
-
-
-# -- replay --nats ------------------------------------------------------------------------
-
-
-def cmd_replay_nats(args: argparse.Namespace) -> int:
-    from vmem._distributed import replay
-
-    _check_backend(args)
-    url = _url(args)
-    home = getattr(args, "home", None)
-
-    async def main() -> Any:
-        return await replay(url, getattr(args, "ns", None), home=Path(home) if home else None, until=args.until,
-                            verify=args.verify, prefix=args.prefix, tenant=args.tenant, **_nats_options(args))
-
-    try:
-        report = anyio.run(main, backend="asyncio")
-    except BaseExceptionGroup as group:
-        leaf = lone_error(group)
-        if isinstance(leaf, VmemError):
-            raise leaf from None
-        raise
-    if getattr(args, "json", False):
-        sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
-    else:
-        verdict = "equal" if report.equal else "NOT EQUAL"
-        print(f"replayed {report.events} events of {report.ns} from JetStream (through seq {report.until}): {verdict}")
-        print(f"  state hash       {report.state_hash}")
-        print(f"  live state hash  {report.live_state_hash}")
-        if args.verify:
-            print(f"  prompts re-packed {report.prompts_equal}/{report.prompts_checked} to the same sha256")
-    return 0 if report.equal else 1
-
-
-class _UseNats(argparse.Action):
-    """``--nats URL`` on ``vmem replay``: replay from JetStream instead of the embedded log."""
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: str | None = None) -> None:
-        setattr(namespace, self.dest, values)
-        namespace.run = cmd_replay_nats
-        namespace.sync = True
 
 
 # -- parsers ------------------------------------------------------------------------------------
@@ -200,9 +171,10 @@ def _nats_parent(*, env_default: bool) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument(
         "--nats", metavar="URL", default=os.environ.get("VMEM_NATS_URL") if env_default else None,
-        help="NATS server, nats://[user:password@]host:4222" + (" (default: $VMEM_NATS_URL)" if env_default else ""),
+        help="NATS server, nats://host:4222" + (" (default: $VMEM_NATS_URL)" if env_default else ""),
     )
-    p.add_argument("--creds", metavar="FILE", help="NATS credentials file (JWT and seed), instead of a password in the URL")
+    p.add_argument("--user", help=f"the service's NATS user (its password in ${PASSWORD_ENV})")
+    p.add_argument("--creds", metavar="FILE", help="NATS credentials file (JWT and seed), instead of user and password")
     p.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"subject prefix of the deployment (default {DEFAULT_PREFIX})")
     p.add_argument("--connect-timeout", type=float, default=30.0, metavar="S", help="wait this long for NATS at start (default 30)")
     return p
@@ -222,6 +194,12 @@ def add_distributed_commands(subparsers: Any, common_parents: Sequence[argparse.
                    help="namespace to host, or TENANT/* for all of a tenant's (repeatable; default: all)")
     s.add_argument("--ack-wait", type=float, default=30.0, metavar="S",
                    help="seconds before an unacknowledged compressor job is redelivered (set when the queue is created; default 30)")
+    s.add_argument("--allow-weak-setup", action="store_true",
+                   help="start even on a nats-server older than 2.11, without sync_interval: always, or with streams "
+                        "that are not on disk or can be deleted (a warning is printed)")
+    s.add_argument("--monitor", default=DEFAULT_MONITOR_URL, metavar="URL",
+                   help=f"the nats-server monitoring endpoint, for the setup check (default {DEFAULT_MONITOR_URL}; "
+                        f"bound to loopback)")
     s.set_defaults(run=cmd_serve, sync=True)
 
     w = subparsers.add_parser("worker", help="run a worker", description="Run a worker process on NATS.")
@@ -237,16 +215,7 @@ def add_distributed_commands(subparsers: Any, common_parents: Sequence[argparse.
                    help="sleep this long per job before compressing, standing in for a model call (benchmarks)")
     c.add_argument("--ack-wait", type=float, default=30.0, metavar="S",
                    help="seconds before an unacknowledged job is redelivered (set when the queue is created; default 30)")
+    c.add_argument("--dead-after", type=int, default=DEAD_AFTER, metavar="N",
+                   help=f"give up a job that failed N times: dead-letter it with an event (default {DEAD_AFTER})")
     c.add_argument("-v", "--verbose", action="store_true", help="also print when each job starts")
     c.set_defaults(run=cmd_worker_compressor, sync=True)
-
-
-def add_replay_nats_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--nats URL`` (and its options) to the ``vmem replay`` parser: replay from JetStream."""
-    parser.add_argument("--nats", metavar="URL", action=_UseNats,
-                        help="replay from the JetStream log at this NATS server instead of the home's embedded log")
-    parser.add_argument("--creds", metavar="FILE", help="with --nats: NATS credentials file")
-    parser.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"with --nats: subject prefix of the deployment (default {DEFAULT_PREFIX})")
-    parser.add_argument("--tenant", help="with --nats: connect as this tenant (its reply inboxes; other tenants refused)")
-    parser.add_argument("--connect-timeout", type=float, default=10.0, metavar="S", help="with --nats: wait this long for NATS")
-

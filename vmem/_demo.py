@@ -13,7 +13,9 @@ from typing import Any
 
 import msgspec
 
-from vmem._api import Vmem
+from pathlib import Path
+
+from vmem._client import Client
 from vmem._tokens import get_tokenizer
 
 NS = "demo/handbook"
@@ -101,15 +103,16 @@ QUESTIONS = (
 )
 
 
-async def run_demo(vm: Vmem, *, budget: int, json_out: bool) -> int:
+async def run_demo(vm: Client, *, home: Path, budget: int, json_out: bool) -> int:
+    """Ingest the handbook into `home`'s namespace demo/handbook, ask, replay; print what happens."""
     say = (lambda *a: None) if json_out else (lambda *a: print(*a, flush=True))
     report: dict[str, Any] = {"ns": NS, "budget": budget, "turns": []}
-    doc = vm.home.path / "demo-handbook.md"
+    doc = home / "demo-handbook.md"
     text = handbook()
     doc.write_text(text, encoding="utf-8")
     doc_tokens = get_tokenizer("cl100k_base").count(text)
     say("== vmem demo (embedded, offline model: a deterministic stand-in, not an LLM) ==")
-    say(f"home {vm.home.path}; namespace {NS}; prompt budget {budget} tokens")
+    say(f"home {home}; namespace {NS}; prompt budget {budget} tokens")
     ing = await vm.ingest(NS, doc)
     say(f"ingested {doc.name}: {doc_tokens} tokens ({doc_tokens / budget:.1f}x the budget) -> {ing.pages} pages")
     report["document_tokens"] = doc_tokens

@@ -82,7 +82,7 @@ class Home:
         store_dir = path / "store"
         if store_dir.exists() and not (store_dir / "data.mdb").is_file():
             raise HomeError(f"the home at {path} is damaged (store/data.mdb is missing); restore it from a backup")
-        env = LmdbEnv(store_dir)
+        env = LmdbEnv(store_dir, durable=log is None)
         return cls(path, env, log if log is not None else LmdbLog(env))
 
     def view(self, ns: str) -> NamespaceView:

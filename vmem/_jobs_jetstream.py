@@ -34,16 +34,17 @@ from nats.js import errors as js_errors
 from vmem._bus_nats import NatsConnection
 from vmem._log_jetstream import DEFAULT_PREFIX
 from vmem._namespace import subject_tokens
-from vmem.actors.runtime import INBOX_PREFIX, _error_class
+from vmem._bus import answerable
 from vmem.errors import (
-    ActorError,
     BusError,
     ConcurrencyConflict,
     CorruptRecord,
     LogError,
     RequestTimeout,
+    SchemaError,
     UsageError,
     VmemError,
+    from_reply,
 )
 from vmem.schemas.codec import decode, encode
 from vmem.schemas.messages import CompressDone, CompressJob, ErrorReply, Reply
@@ -55,6 +56,9 @@ REPLY_HEADER = "Vmem-Reply"
 FETCH_WAIT = 5.0
 
 Handler = Callable[[CompressJob], Awaitable[CompressDone]]
+DeadLetter = Callable[[CompressJob, str, int], Awaitable[None]]
+DEAD_AFTER = 5
+"""Deliveries after which a job that keeps failing is given up (dead-lettered)."""
 JobEvent = Callable[[dict[str, Any]], None]
 
 
@@ -84,14 +88,18 @@ class JetStreamJobQueue:
         prefix: str = DEFAULT_PREFIX,
         ack_wait: float = 30.0,
         max_deliver: int = 20,
+        dead_after: int = DEAD_AFTER,
         replicas: int = 1,
         timeout: float = 5.0,
     ) -> None:
         self._conn = conn
         self.prefix = prefix
         self.stream = jobs_stream_name(prefix)
+        self.dead_stream = f"{prefix.upper()}-DEAD"
         self.ack_wait = ack_wait
-        self.max_deliver = max_deliver
+        self.max_deliver = max(max_deliver, dead_after)
+        self.dead_after = dead_after
+        self._on_dead: DeadLetter | None = None
         self._replicas = replicas
         self._timeout = timeout
         self._ready = False
@@ -133,17 +141,27 @@ class JetStreamJobQueue:
             "max_bytes": -1,
             "max_age": 0,
             "duplicate_window": 120 * 10**9,
+            "deny_delete": True,
+            "deny_purge": True,
         }
-        try:
-            await self._api(f"STREAM.INFO.{self.stream}", None)
-        except _JobApiError as exc:
-            if exc.err_code != 10059:
-                raise LogError(f"cannot look up the jobs stream {self.stream}: {exc}") from None
+        dead_config = {
+            **stream_config,
+            "name": self.dead_stream,
+            "description": "vmem compressor jobs that were given up (dead letters)",
+            "subjects": [f"{self.prefix}.*.*.compressor.dead"],
+            "retention": "limits",
+        }
+        for name, config in ((self.stream, stream_config), (self.dead_stream, dead_config)):
             try:
-                await self._api(f"STREAM.CREATE.{self.stream}", stream_config)
-            except _JobApiError as exc2:
-                if exc2.err_code != 10058:  # created meanwhile by another process
-                    raise LogError(f"cannot create the jobs stream {self.stream}: {exc2}") from None
+                await self._api(f"STREAM.INFO.{name}", None)
+            except _JobApiError as exc:
+                if exc.err_code != 10059:
+                    raise LogError(f"cannot look up the stream {name}: {exc}") from None
+                try:
+                    await self._api(f"STREAM.CREATE.{name}", config)
+                except _JobApiError as exc2:
+                    if exc2.err_code != 10058:  # created meanwhile by another process
+                        raise LogError(f"cannot create the stream {name}: {exc2}") from None
         consumer_config = {
             "durable_name": CONSUMER,
             "name": CONSUMER,
@@ -167,6 +185,11 @@ class JetStreamJobQueue:
                 if exc2.err_code != 10148:  # consumer already exists
                     raise LogError(f"cannot create the consumer {CONSUMER}: {exc2}") from None
         self._ready = True
+
+    async def stream_configs(self) -> list[dict[str, Any]]:
+        """The configurations of the jobs and dead-letter streams, as the server reports them."""
+        return [dict((await self._api(f"STREAM.INFO.{name}", None)).get("config") or {})
+                for name in (self.stream, self.dead_stream)]
 
     # -- submitting --------------------------------------------------------------------
 
@@ -218,12 +241,9 @@ class JetStreamJobQueue:
                     pass
         reply = decode(got[0].data, Reply, where="reply from compressor.job")
         if isinstance(reply, ErrorReply):
-            cls = _error_class(reply.code)
-            if cls in (ConcurrencyConflict, CorruptRecord):
-                raise ActorError(f"compressor.job: {reply.message}")
-            raise cls(reply.message)
+            raise from_reply(reply.code, reply.message, "compressor.job")
         if not isinstance(reply, CompressDone):
-            raise ActorError(f"compressor.job answered {type(reply).__name__}, expected CompressDone")
+            raise SchemaError(f"compressor.job answered {type(reply).__name__}, expected CompressDone")
         return reply
 
     # -- working -----------------------------------------------------------------------
@@ -236,16 +256,19 @@ class JetStreamJobQueue:
         latency: float = 0.0,
         on_event: JobEvent | None = None,
         after_commit: Callable[[CompressJob, CompressDone], None] | None = None,
+        on_dead: DeadLetter | None = None,
     ) -> None:
         """Pull and run jobs forever, `concurrency` at a time (cancel to stop).
 
         `latency` seconds are slept before each job, standing in for a model
         call (benchmarks).  `on_event` hears ``{"event": "started"|"done"|"failed", ...}``.
         `after_commit` runs between the commit and the acknowledgement (tests
-        use it to crash a worker there).
+        use it to crash a worker there).  `on_dead` records a dead-lettered job
+        in its namespace (the compressor actor appends the event).
         """
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise UsageError(f"concurrency must be a positive int, got {concurrency!r}")
+        self._on_dead = on_dead
         await self.ensure()
         async with anyio.create_task_group() as tg:
             for slot in range(concurrency):
@@ -275,6 +298,15 @@ class JetStreamJobQueue:
                     pass
 
     async def _run(self, msg: NatsMsg, slot: int, handler: Handler, latency: float, on_event: JobEvent, after_commit: Any) -> None:
+        """Run one delivery of a job; whatever happens, the worker goes on to the next one.
+
+        A job that fails for good (a vmem error that is not a passing outage)
+        is refused and its submitter told.  One that keeps failing (an outage
+        that lasts, or a bug the job triggers: a poison job) is dead-lettered
+        after `dead_after` deliveries: published to
+        ``vmem.<tenant>.<agent>.compressor.dead`` (kept by the stream
+        ``VMEM-DEAD``) and recorded as an event by `on_dead`.
+        """
         reply_to = (msg.headers or {}).get(REPLY_HEADER)
         delivered = msg.metadata.num_delivered
         try:
@@ -283,35 +315,39 @@ class JetStreamJobQueue:
             if job.ns != f"{parts[1]}/{parts[2]}":
                 raise UsageError(f"job for namespace {job.ns!r} sent on {msg.subject}; no worker reads across namespaces")
         except VmemError as exc:
+            await self._dead_letter(msg, None, exc.message, delivered)
             await self._settle(msg.term)
             await self._reply(reply_to, ErrorReply(code=type(exc).__name__, message=exc.message))
-            on_event({"event": "failed", "slot": slot, "error": exc.message})
+            on_event({"event": "failed", "slot": slot, "error": exc.message, "dead_letter": True})
             return
         start = anyio.current_time()
         on_event({"event": "started", "slot": slot, "job": job.job_id, "ns": job.ns, "delivery": delivered})
         done: CompressDone | None = None
-        failure: VmemError | None = None
+        failure: Exception | None = None
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._keep_alive, msg)
             try:
                 if latency > 0:
                     await anyio.sleep(latency)
                 done = await handler(job)
-            except VmemError as exc:
+            except Exception as exc:  # a vmem error, an outage or a bug: this job's, never the worker's
                 failure = exc
-            except BaseException:
-                # A bug: let the job go to another worker sooner, then surface it.
-                await self._settle(lambda: msg.nak(delay=1))
-                raise
             finally:
                 tg.cancel_scope.cancel()
         if failure is not None:
-            if _transient(failure):
-                await self._settle(lambda: msg.nak(delay=1))
-            else:
+            message = failure.message if isinstance(failure, VmemError) else f"{type(failure).__name__}: {failure}"
+            final = isinstance(failure, VmemError) and not _transient(failure)
+            if final or delivered >= self.dead_after:
+                await self._dead_letter(msg, job, message, delivered)
                 await self._settle(msg.term)
-                await self._reply(reply_to, ErrorReply(code=type(failure).__name__, message=failure.message))
-            on_event({"event": "failed", "slot": slot, "job": job.job_id, "error": failure.message, "retry": _transient(failure)})
+                code = type(failure).__name__ if isinstance(failure, VmemError) else "internal"
+                await self._reply(reply_to, ErrorReply(code=code, message=f"compress job {job.job_id}: {message}"))
+                on_event({"event": "failed", "slot": slot, "job": job.job_id, "error": message, "retry": False,
+                          "dead_letter": True, "delivery": delivered})
+            else:
+                await self._settle(lambda: msg.nak(delay=1))
+                on_event({"event": "failed", "slot": slot, "job": job.job_id, "error": message, "retry": True,
+                          "delivery": delivered})
             return
         assert done is not None
         if after_commit is not None:
@@ -326,6 +362,21 @@ class JetStreamJobQueue:
              "duplicate": done.duplicate, "delivery": delivered, "acked": acked,
              "ms": round((anyio.current_time() - start) * 1000, 1)}
         )
+
+    async def _dead_letter(self, msg: NatsMsg, job: CompressJob | None, reason: str, delivered: int) -> None:
+        """Keep a job that will not be run again, and record why (best effort: the job is refused either way)."""
+        parts = msg.subject.split(".")
+        headers = {"Vmem-Error": " ".join(reason.split())[:1000] or "unknown", "Vmem-Deliveries": str(delivered)}
+        try:
+            await self._conn.request(f"{parts[0]}.{parts[1]}.{parts[2]}.compressor.dead", msg.data,
+                                     timeout=self._timeout, headers=headers)
+        except VmemError:
+            pass
+        if job is not None and self._on_dead is not None:
+            try:
+                await self._on_dead(job, reason, delivered)
+            except VmemError:
+                pass
 
     async def _keep_alive(self, msg: NatsMsg) -> None:
         """Tell JetStream the job is still being worked on, so it is not redelivered meanwhile."""
@@ -342,7 +393,7 @@ class JetStreamJobQueue:
             return False
 
     async def _reply(self, reply_to: str | None, reply: Any) -> None:
-        if not reply_to or not reply_to.startswith(INBOX_PREFIX):
+        if not answerable(reply_to):
             return  # answers go to request inboxes only (see vmem.actors.runtime)
         try:
             await self._conn.nc.publish(reply_to, encode(reply))

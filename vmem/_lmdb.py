@@ -21,11 +21,13 @@ class LmdbEnv:
     """An LMDB environment whose write transactions grow the map on demand.
 
     Writes are durable on return (``sync=True``: LMDB fsyncs the data and meta
-    pages at commit), so an acknowledged write survives kill -9 and power loss.
+    pages at commit), so an acknowledged write survives kill -9 and power loss;
+    ``durable=False`` (a cache) skips the fsync, and after a crash keeps a
+    consistent, possibly older, state.
     Several processes may open one environment: LMDB serialises their writers.
     """
 
-    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+    def __init__(self, path: Path, *, readonly: bool = False, durable: bool = True) -> None:
         self.path = path
         try:
             self.env = lmdb.open(
@@ -33,8 +35,10 @@ class LmdbEnv:
                 map_size=_INITIAL_MAP,
                 max_dbs=_MAX_DBS,
                 subdir=True,
-                sync=True,
-                metasync=True,
+                # A cache of a log kept elsewhere need not survive power loss (it is
+                # rebuilt from the log); unsynced commits keep its turns off the disk's latency.
+                sync=durable,
+                metasync=durable,
                 readonly=readonly,
                 create=not readonly,
                 lock=True,

@@ -18,13 +18,9 @@ from vmem._namespace import validate_namespace
 from vmem.errors import UsageError
 from vmem.schemas.codec import encode_record
 from vmem.schemas.events import Event
+from vmem.schemas.messages import StoredEvent
 
-
-class StoredEvent(msgspec.Struct, frozen=True, gc=False):
-    """An event as read back from a log, with its sequence."""
-
-    seq: int
-    event: Event
+__all__ = ["AppendResult", "Log", "StoredEvent", "encode_batch", "read_all"]
 
 
 class AppendResult(msgspec.Struct, frozen=True):

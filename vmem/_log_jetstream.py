@@ -76,7 +76,6 @@ asyncio only (nats-py); see :mod:`vmem._bus_nats`.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import re
 import uuid
@@ -162,13 +161,14 @@ class _ApiError(Exception):
 
 
 class _Replies:
-    """Messages arriving on one request's private inbox."""
+    """Messages arriving on one request's private inbox, from the stream asked."""
 
-    __slots__ = ("items", "event")
+    __slots__ = ("items", "event", "stream")
 
-    def __init__(self) -> None:
+    def __init__(self, stream: str) -> None:
         self.items: deque[NatsMsg] = deque()
         self.event = anyio.Event()
+        self.stream = stream
 
 
 class JetStreamLog:
@@ -211,7 +211,6 @@ class JetStreamLog:
         self._inbox: str | None = None
         self._inbox_sub: Any = None
         self._waiting: dict[str, _Replies] = {}
-        self._tokens = itertools.count()
         self._appended: anyio.Event | None = None
         self._closed = False
         # The head cache (see "Reads" in the module docstring).
@@ -623,6 +622,12 @@ class JetStreamLog:
         republish = config.get("republish") or {}
         self._republish[stream] = bool(republish.get("headers_only")) and str(republish.get("dest", "")).endswith(".head")
 
+    async def stream_config(self, tenant: str) -> dict[str, Any]:
+        """The configuration of `tenant`'s log stream, as the server reports it."""
+        stream = self._stream(tenant)
+        info = await self._retrying(f"stream of {tenant}", lambda: self._api_request(f"{self._api}.STREAM.INFO.{stream}", None))
+        return dict(info.get("config") or {})
+
     async def ensure_tenant(self, tenant: str) -> str:
         """Create `tenant`'s stream if it does not exist (needs the service's credentials); its name."""
         self._tenant(f"{tenant}/x")
@@ -698,16 +703,21 @@ class JetStreamLog:
 
     async def _on_reply(self, msg: NatsMsg) -> None:
         waiting = self._waiting.get(msg.subject.rsplit(".", 1)[1])
-        if waiting is not None:
-            waiting.items.append(msg)
-            waiting.event.set()
+        if waiting is None:
+            return
+        headers = msg.headers or {}
+        # A stored message says which stream it came from; a status (no message, end of batch) does not.
+        if headers.get("Nats-Stream", waiting.stream) != waiting.stream or not ("Nats-Stream" in headers or "Status" in headers):
+            return
+        waiting.items.append(msg)
+        waiting.event.set()
 
     async def _direct(self, stream: str, body: dict[str, Any] | None, *, last_subject: str | None = None) -> list[NatsMsg]:
         """All replies to one direct get, the terminating status (if any) last."""
         inbox = await self._ensure_inbox()
-        token = str(next(self._tokens))
+        token = uuid.uuid4().hex  # unguessable: nobody else can answer in our place
         api = f"{self._api}.DIRECT.GET.{stream}" + (f".{last_subject}" if last_subject else "")
-        replies = self._waiting[token] = _Replies()
+        replies = self._waiting[token] = _Replies(stream)
         refused: list[str] = []
         out: list[NatsMsg] = []
         try:

@@ -14,6 +14,7 @@ from vmem._log import AppendResult, StoredEvent, encode_batch
 from vmem._namespace import validate_namespace
 from vmem.errors import ConcurrencyConflict, CorruptRecord, SchemaError
 from vmem._state import _FOLD as FOLD_TABLE
+from vmem._validate import Rejected, check_stored
 from vmem.schemas.codec import decode_record
 from vmem.schemas.events import Event
 
@@ -153,22 +154,30 @@ class LmdbLog:
         self._env.read(txn_fn)
         return out
 
-    def fold_into(self, ns: str, state: "State", *, after: int = 0, until: int | None = None, chunk: int = 50_000) -> tuple[int, int]:
-        """Decode and fold a namespace's events straight from the map into `state`.
+    def fold_into(
+        self, ns: str, state: "State", *, after: int = 0, until: int | None = None, chunk: int = 50_000,
+        on_reject: Callable[["Rejected"], None] | None = None,
+    ) -> tuple[int, int]:
+        """Decode, check and fold a namespace's events straight from the map into `state`.
 
         Replay's fast path: no intermediate lists or StoredEvent objects, and
         read transactions of at most `chunk` records so a long replay does
-        not pin old pages.  Returns (events folded, last sequence folded).
+        not pin old pages.  Records that do not decode or fail
+        :func:`vmem._validate.check_stored` are skipped and passed to
+        `on_reject`, as the live view skips them.  Returns (events folded,
+        last sequence covered).
         """
         prefix = _prefix(validate_namespace(ns))
         plen = len(prefix)
         stop = until if until is not None else 2**64 - 1
         table = FOLD_TABLE
-        total = 0
+        check = check_stored
+        reject = on_reject or (lambda _r: None)
+        folded = 0
         last = after
 
         def txn_fn(txn: lmdb.Transaction) -> int:
-            nonlocal last
+            nonlocal last, folded
             n = 0
             clock = state.clock
             with txn.cursor(db=self._events) as cur:
@@ -181,25 +190,28 @@ class LmdbLog:
                     seq = unpack(k, plen)[0]
                     if seq > stop:
                         break
-                    try:
-                        event = decode_record(v)
-                    except SchemaError as exc:
-                        state.clock = clock
-                        raise CorruptRecord(seq, exc.message.split(": ", 1)[-1]) from None
-                    table[type(event)](state, event)
-                    clock += 1
-                    state.clock = clock
                     last = seq
                     n += 1
+                    try:
+                        event = decode_record(v)
+                        reason = check(ns, event)
+                    except SchemaError as exc:
+                        reason = f"corrupt record: {exc.message.split(': ', 1)[-1]}"
+                    if reason:
+                        reject(Rejected(seq, reason))
+                    else:
+                        table[type(event)](state, event)
+                        clock += 1
+                        state.clock = clock
+                        folded += 1
                     if n >= chunk:
                         break
             return n
 
         while True:
             n = self._env.read(txn_fn)
-            total += n
             if n < chunk:
-                return total, last
+                return folded, last
 
     def read_last(self, ns: str, n: int) -> list[StoredEvent]:
         """The last `n` events of `ns`, oldest first (a reverse cursor scan)."""

@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import msgspec
 
 from vmem._budget import DEFAULT_TABLE, Item, SectionSpec, fill, section_footer, section_header
 from vmem._state import State
-from vmem._tokens import Tokenizer
+from vmem._tokens import Tokenizer, get_tokenizer
 from vmem.errors import BudgetError
-from vmem.schemas.events import BlockWritten, LeftOut, SectionTrace
+from vmem.schemas.events import BlockWritten, CandidateTrace, LeftOut, PromptPacked, SectionTrace
 from vmem.schemas.messages import ChatMessage, ToolCall
+
+if TYPE_CHECKING:
+    from vmem._paging import BlockSource
 
 # Render order: the stable prefix first (cacheable: instructions, tools and
 # the working context, which changes only when edited), then what changes per
@@ -364,3 +367,26 @@ def pack(inp: PackInput, tokenizer: Tokenizer, table: Sequence[SectionSpec] = DE
         left_out=tuple(left),
     )
 
+
+
+def pack_state(
+    source: "BlockSource", ns: str, state: State, *, turn: int, attempt: int, budget: int, tokenizer: str
+) -> Packed:
+    """Pack `state` of `ns`, reading block texts and token counts from `source` (the block store)."""
+    tok = get_tokenizer(tokenizer)
+    ids = needed_blocks(state)
+    blocks = source.get_many(ns, ids)
+    counts = source.token_counts(ns, ids, tok)
+    return pack(PackInput(state=state, blocks=blocks, block_tokens=counts, turn=turn, attempt=attempt, budget=budget), tok)
+
+
+def trace_event(
+    ns: str, packed: Packed, *, turn: int, attempt: int, profile: str, budget: int, tokenizer: str,
+    candidates: tuple[CandidateTrace, ...] = (), retriever_errors: tuple[str, ...] = (),
+) -> PromptPacked:
+    """The trace of a packed prompt: what went in, what stayed out and why, and the hash of its bytes."""
+    return PromptPacked(
+        ns=ns, turn=turn, attempt=attempt, profile=profile, budget=budget, tokenizer=tokenizer,
+        prompt_tokens=packed.tokens, prompt_sha256=packed.sha256, sections=packed.sections,
+        left_out=packed.left_out, candidates=candidates, retriever_errors=retriever_errors,
+    )

@@ -4,74 +4,62 @@ Three checks (ARCHITECTURE, invariant 3): the state hash of a fold from zero
 must equal the live state's (snapshot plus tail); every recorded prompt trace
 must re-pack, from the state just before it, to the same SHA-256
 (re-render); and every pager decision must come out the same when the pager's
-selection is run again on the state before it (re-decide).
+selection is run again on the state before it (re-decide).  Both run the
+library functions the actors run (:func:`vmem._pack.pack_state`,
+:func:`vmem._paging.decide_fault`).
 
-Re-decide re-runs fusion-independent selection from the candidates and
-scores the decision recorded: retrieval itself reads indexes that have grown
-since, so its raw results are recorded, not recomputed.
+Re-decide re-runs selection from the candidates and scores the decision
+recorded: retrieval itself reads indexes that have grown since, so its raw
+results are recorded, not recomputed.  Records the stored-event checks skip
+are skipped here too (and counted), so replay and the live view agree.
 """
 
 from __future__ import annotations
 
-import msgspec
-
 from vmem._home import Home
-from vmem._log import read_all
+from vmem._pack import pack_state
+from vmem._paging import decide_fault
 from vmem._state import State, decode_snapshot, encode_snapshot, fold, state_hash
+from vmem._validate import Rejected
+from vmem._view import checked_batches
 from vmem.schemas.events import PageEvicted, PageFaultRaised, PageFaultResolved, PageLoaded, PromptPacked
-from vmem.schemas.messages import Candidate
+from vmem.schemas.messages import Candidate, ReplayReport
 
 _PAGE_EVENTS = (PageFaultRaised, PageEvicted, PageLoaded)
 
 
-class ReplayReport(msgspec.Struct, frozen=True):
-    """The JSON of ``vmem replay --json``."""
-
-    ns: str
-    events: int
-    until: int
-    state_hash: str
-    live_state_hash: str
-    equal: bool
-    prompts_checked: int = 0
-    prompts_equal: int = 0
-    first_prompt_mismatch: int = 0
-    decisions_checked: int = 0
-    decisions_equal: int = 0
-    first_decision_mismatch: int = 0
-
-
-async def fold_log(log, ns: str, state: State, *, after: int = 0, until: int | None = None) -> tuple[int, int]:
-    """Fold a namespace's events (after `after`, up to `until`) into `state`: (count, last seq).
+async def fold_log(home: Home, ns: str, state: State, *, after: int = 0, until: int | None = None,
+                   rejected: list[Rejected] | None = None) -> tuple[int, int]:
+    """Fold a namespace's checked events (after `after`, up to `until`) into `state`: (count, last seq).
 
     Uses the log's own fast path where it has one (LMDB folds straight from
     its memory map); otherwise reads in batches.
     """
-    fast = getattr(log, "fold_into", None)
+    sink = rejected.append if rejected is not None else (lambda _r: None)
+    fast = getattr(home.log, "fold_into", None)
     if fast is not None:
-        return fast(ns, state, after=after, until=until)
+        return fast(ns, state, after=after, until=until, on_reject=sink)
     n, last = 0, after
-    async for batch in read_all(log, ns, after=after, until=until):
+    async for batch, covered in checked_batches(home.log, ns, after=after, until=until, batch=8192, on_reject=sink):
         fold((s.event for s in batch), state)
         n += len(batch)
-        last = batch[-1].seq
+        last = covered
     return n, last
 
 
 async def replay(home: Home, ns: str, *, until: int | None = None, verify: bool = True) -> ReplayReport:
-    from vmem.actors.packer import pack_state  # the packer's and pager's own code, run again
-    from vmem.actors.pager import decide_fault
-
+    """Re-fold `ns` from zero (through `until`); with `verify`, re-render and re-decide as well."""
     state = State(ns=ns)
+    rejected: list[Rejected] = []
     events = 0
     last = 0
     checked = equal = mismatch = 0
     decided = same = differ = 0
     if not verify:
-        events, last = await fold_log(home.log, ns, state, until=until)
+        events, last = await fold_log(home, ns, state, until=until, rejected=rejected)
     else:
         before_run: State | None = None  # the state before the current run of page events
-        async for batch in read_all(home.log, ns, until=until):
+        async for batch, covered in checked_batches(home.log, ns, until=until, batch=8192, on_reject=rejected.append):
             for stored in batch:
                 ev = stored.event
                 if type(ev) in _PAGE_EVENTS:
@@ -83,10 +71,10 @@ async def replay(home: Home, ns: str, *, until: int | None = None, verify: bool 
                     # No page events before it: the decision changed nothing.
                     base = before_run if before_run is not None else state
                     _events, sel = decide_fault(
-                        home, ns, base, fault_id=ev.fault_id, turn=ev.turn, attempt=ev.attempt,
+                        home.store, ns, base, fault_id=ev.fault_id, turn=ev.turn, attempt=ev.attempt,
                         budget=ev.budget, tokenizer=ev.tokenizer,
                         candidates=tuple(Candidate(c.block_id, c.fused, c.scores) for c in ev.candidates if c.scores or c.fused),
-                        explicit=ev.explicit, policy=ev.policy, query="", source="pager", raise_event=False,
+                        explicit=ev.explicit, policy=ev.policy, query="", source_kind="pager", raise_event=False,  # type: ignore[arg-type]
                     )
                     decided += 1
                     if (sel.load, sel.evict) == (ev.loaded, ev.evicted):
@@ -95,7 +83,7 @@ async def replay(home: Home, ns: str, *, until: int | None = None, verify: bool 
                         differ = stored.seq
                     before_run = None
                 if type(ev) is PromptPacked:
-                    p = pack_state(home, ns, state, turn=ev.turn, attempt=ev.attempt, budget=ev.budget, tokenizer=ev.tokenizer)
+                    p = pack_state(home.store, ns, state, turn=ev.turn, attempt=ev.attempt, budget=ev.budget, tokenizer=ev.tokenizer)
                     checked += 1
                     if p.sha256 == ev.prompt_sha256:
                         equal += 1
@@ -103,7 +91,7 @@ async def replay(home: Home, ns: str, *, until: int | None = None, verify: bool 
                         mismatch = stored.seq
                 fold((ev,), state)
             events += len(batch)
-            last = batch[-1].seq
+            last = covered
     replayed = state_hash(state)
     live = await _live_hash(home, ns, last if until is not None else None)
     return ReplayReport(
@@ -119,6 +107,9 @@ async def replay(home: Home, ns: str, *, until: int | None = None, verify: bool 
         decisions_checked=decided,
         decisions_equal=same,
         first_decision_mismatch=differ,
+        rejected=len(rejected),
+        first_rejected=rejected[0].seq if rejected else 0,
+        rejected_reason=rejected[0].reason if rejected else "",
     )
 
 
@@ -126,10 +117,11 @@ async def _live_hash(home: Home, ns: str, until: int | None) -> str:
     if until is None:
         view = home.view(ns)
         await view.catch_up()
-        return state_hash(view.state)
+        async with view.lock:
+            return state_hash(view.state)
     # The state as the running system would have held it at `until`: the
     # newest snapshot at or before it, plus the events after.
     snap = home.snapshots.load(ns, at_most=until)
     after, state = snap if snap is not None else (0, State(ns=ns))
-    await fold_log(home.log, ns, state, after=after, until=until)
+    await fold_log(home, ns, state, after=after, until=until)
     return state_hash(state)

@@ -77,6 +77,8 @@ class State(msgspec.Struct, kw_only=True):
     imports: dict[str, str] = {}
     import_resident: list[str] = []
     grants: dict[str, str] = {}  # to_tenant -> agents ("*")
+    # Hand-off snapshots this namespace exported, by id: what an import takes.
+    exports: dict[str, ev.HandoffExported] = {}
     # Tool calls still waiting for their result: call id -> tool_call block id.
     pending_calls: dict[str, str] = {}
 
@@ -128,6 +130,8 @@ def _turn_started(s: State, e: ev.TurnStarted) -> None:
 
 
 def _page_loaded(s: State, e: ev.PageLoaded) -> None:
+    if e.block_id not in s.blocks:
+        return  # only written blocks can be resident (a log from elsewhere may say otherwise)
     if s.import_resident and e.block_id in s.import_resident:
         s.import_resident.remove(e.block_id)
     s.hot.pop(e.block_id, None)
@@ -135,6 +139,11 @@ def _page_loaded(s: State, e: ev.PageLoaded) -> None:
     if e.reason == "pin" and e.block_id not in s.pinned:
         s.pinned.append(e.block_id)
     _bump(s, "loads")
+
+
+def _page_unpinned(s: State, e: ev.PageUnpinned) -> None:
+    if e.block_id in s.pinned:
+        s.pinned.remove(e.block_id)
 
 
 def _page_evicted(s: State, e: ev.PageEvicted) -> None:
@@ -160,7 +169,7 @@ def _summary_committed(s: State, e: ev.SummaryCommitted) -> None:
     s.summaries[e.summary_id] = list(e.sources)
     for src in e.sources:
         s.summarized_by[src] = e.summary_id
-    if not e.job_id.startswith("flush:"):
+    if e.scope == "pages":
         # Conversation summaries are shown through the queue (the latest one);
         # summaries of evicted pages are Background candidates, newest last.
         s.page_summaries.append(e.summary_id)
@@ -238,6 +247,7 @@ def _permissions(s: State, e: ev.PermissionsSet) -> None:
 
 
 def _handoff_exported(s: State, e: ev.HandoffExported) -> None:
+    s.exports[e.snapshot_id] = e
     _bump(s, "handoffs_exported")
 
 
@@ -251,6 +261,14 @@ def _handoff_imported(s: State, e: ev.HandoffImported) -> None:
             s.slot_order.append(label)
             s.slots[label] = [value, 0, max(len(value), 2000), 0]
     _bump(s, "handoffs_imported")
+
+
+def _handoff_refused(s: State, e: ev.HandoffRefused) -> None:
+    for b in e.block_ids:
+        s.imports.pop(b, None)
+    dropped = set(e.block_ids)
+    s.import_resident = [b for b in s.import_resident if b not in dropped]
+    _bump(s, "handoffs_refused")
 
 
 def _grant_issued(s: State, e: ev.GrantIssued) -> None:
@@ -268,6 +286,7 @@ _FOLD: dict[type, Callable[[State, object], None]] = {
     ev.TurnStarted: _turn_started,
     ev.PageLoaded: _page_loaded,
     ev.PageEvicted: _page_evicted,
+    ev.PageUnpinned: _page_unpinned,
     ev.PageFaultRaised: _fault_raised,
     ev.PageFaultResolved: _fault_resolved,
     ev.SummaryCommitted: _summary_committed,
@@ -282,6 +301,7 @@ _FOLD: dict[type, Callable[[State, object], None]] = {
     ev.PermissionsSet: _permissions,
     ev.HandoffExported: _handoff_exported,
     ev.HandoffImported: _handoff_imported,
+    ev.HandoffRefused: _handoff_refused,
     ev.GrantIssued: _grant_issued,
     ev.GrantRevoked: _grant_revoked,
 }

@@ -1,42 +1,57 @@
-"""The `vmem` command line: a thin shell over the async API (vmem._api).
+"""The `vmem` command line: a thin shell over the async API (vmem._client).
 
-Every command takes ``--home`` (else ``$VMEM_HOME``, else ``./.vmem``) and
-most take ``--json`` for stable machine-readable output.  Errors print one
-line naming what was wrong and what to do, and exit non-zero.
+Every client command works embedded (``--home``, else ``$VMEM_HOME``, else
+``./.vmem``: the actors run in this process) or against a deployment
+(``--nats URL`` with the tenant's ``--user`` and ``$VMEM_NATS_PASSWORD`` or
+``--creds``: the actors are ``vmem serve``'s).  Most commands take ``--json``
+for stable machine-readable output.  Errors print one line naming what was
+wrong and what to do, and exit non-zero.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import AsyncIterator
+from contextlib import aclosing, asynccontextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import anyio
 import msgspec
 
-from datetime import datetime, timezone
-
 from vmem._agent import calculator_tool
-from vmem._api import Vmem
-from vmem._cli_distributed import add_distributed_commands, add_replay_nats_arguments
-from vmem._handoff import parse_snapshot
+from vmem._cli_distributed import add_distributed_commands
+from vmem._cli_ops import add_ops_commands
+from vmem._handoff import GRANTS_AGENT, parse_snapshot
+from vmem._home import MARKER, Home, resolve_home
+from vmem._ingest import DEFAULT_PAGE_TOKENS
+from vmem._input import DEFAULT_MAX_BYTES
 from vmem._model_config import model_from_env
 from vmem._offline_model import OfflineModel
-from vmem._home import Home, resolve_home
-from vmem._input import DEFAULT_MAX_BYTES
 from vmem._progress import ProgressBar
+from vmem._schema import ROUTES
+from vmem._vmem import Vmem
 from vmem.errors import UsageError, VmemError, lone_error
+from vmem.schemas.events import EVENT_BY_TAG
+from vmem.schemas.messages import MAX_READ
+
+DEFAULT_CHAT_BUDGET = 2048
+DEFAULT_FAULT_BUDGET = 2048
+PASSWORD_ENV = "VMEM_NATS_PASSWORD"
 
 
 def _out(obj: Any) -> None:
     sys.stdout.write(msgspec.json.encode(obj).decode() + "\n")
+    sys.stdout.flush()
 
 
 async def _default_ns(vm: Vmem, ns: str | None) -> str:
     if ns:
         return ns
-    known = await vm.home.log.namespaces()
+    known = [n for n in await _namespaces(vm) if not n.split("/")[1].startswith("_")]
     if len(known) == 1:
         return known[0]
     raise UsageError(
@@ -44,12 +59,18 @@ async def _default_ns(vm: Vmem, ns: str | None) -> str:
     )
 
 
+async def _namespaces(vm: Vmem) -> list[str]:
+    if vm._home is None:
+        raise UsageError("--ns is required with --nats")
+    return await vm._home.log.namespaces()
+
+
 # -- commands ----------------------------------------------------------------
 
 
 def cmd_init(args: argparse.Namespace) -> int:
     path = resolve_home(args.home)
-    existed = (path / "vmem-home.json").exists()
+    existed = (path / MARKER).exists()
     home = Home.init(path)
     home.env.close()
     if args.json:
@@ -142,20 +163,38 @@ async def cmd_trace_diff(vm: Vmem, args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_event(stored: Any, json_out: bool) -> None:
+    if json_out:
+        _out({"seq": stored.seq, "event": stored.event})
+        return
+    ev = stored.event
+    fields = msgspec.structs.asdict(ev)
+    fields.pop("ns", None)
+    brief = " ".join(f"{k}={_brief(v)}" for k, v in fields.items())
+    print(f"{stored.seq:>8}  {type(ev).__struct_config__.tag:<20} {brief}", flush=True)
+
+
 async def cmd_log_tail(vm: Vmem, args: argparse.Namespace) -> int:
     ns = await _default_ns(vm, args.ns)
-    events = await vm.tail(ns, args.n)
-    if args.json:
-        for stored in events:
-            _out({"seq": stored.seq, "event": stored.event})
-        return 0
-    for stored in events:
-        ev = stored.event
-        fields = msgspec.structs.asdict(ev)
-        fields.pop("ns", None)
-        brief = " ".join(f"{k}={_brief(v)}" for k, v in fields.items())
-        print(f"{stored.seq:>8}  {type(ev).__struct_config__.tag:<20} {brief}")
+    kinds = _kinds(args.kind)
+    last = 0
+    for stored in await vm.tail(ns, args.n):
+        last = stored.seq
+        if not kinds or type(stored.event).__struct_config__.tag in kinds:
+            _print_event(stored, args.json)
+    if args.follow:
+        async with aclosing(vm.watch(ns, kinds=kinds, after=last)) as events:
+            async for stored in events:
+                _print_event(stored, args.json)
     return 0
+
+
+def _kinds(given: list[str] | None) -> tuple[str, ...]:
+    kinds = tuple(given or ())
+    unknown = sorted(set(kinds) - set(EVENT_BY_TAG))
+    if unknown:
+        raise UsageError(f"unknown event types {unknown}; known: {', '.join(sorted(EVENT_BY_TAG))}")
+    return kinds
 
 
 def _brief(v: Any) -> str:
@@ -175,13 +214,15 @@ async def cmd_replay(vm: Vmem, args: argparse.Namespace) -> int:
         print(f"  live state hash  {report.live_state_hash}")
         if args.verify:
             print(f"  prompts re-packed {report.prompts_equal}/{report.prompts_checked} to the same sha256")
+    if report.rejected:
+        print(f"vmem: error: the log of {ns} holds {report.rejected} record(s) that were skipped, not folded: the first, at "
+              f"sequence {report.first_rejected}: {report.rejected_reason}; restore the home from a backup if that "
+              f"record matters", file=sys.stderr)
+        return 1
     return 0 if report.equal else 1
 
 
-DEFAULT_CHAT_BUDGET = 2048
-
-
-def _embedder(name: str):
+def _embedder(name: str):  # type: ignore[no-untyped-def]
     if name == "minilm":
         from vmem._embed_minilm import MiniLMEmbedder
 
@@ -189,7 +230,7 @@ def _embedder(name: str):
     return None  # the default: feature hashing
 
 
-def _model(name: str):
+def _model(name: str):  # type: ignore[no-untyped-def]
     if name == "offline":
         return OfflineModel()
     return model_from_env(name)
@@ -228,14 +269,12 @@ async def cmd_chat(vm: Vmem, args: argparse.Namespace) -> int:
 
 
 async def cmd_handoff_export(vm: Vmem, args: argparse.Namespace) -> int:
-    snap = await vm.handoff_export(args.ns)
-    _out(snap)
+    _out(await vm.handoff_export(args.ns))
     return 0
 
 
 async def cmd_handoff_import(vm: Vmem, args: argparse.Namespace) -> int:
-    path = Path(args.snapshot)
-    data = sys.stdin.buffer.read() if args.snapshot == "-" else _read_file(path)
+    data = sys.stdin.buffer.read() if args.snapshot == "-" else _read_file(Path(args.snapshot))
     snap = parse_snapshot(data)
     n = await vm.handoff_import(snap, args.ns)
     if args.json:
@@ -280,25 +319,68 @@ async def cmd_slot_set(vm: Vmem, args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_fault(vm: Vmem, args: argparse.Namespace) -> int:
+    r = await vm.fault(args.ns, query=args.query or "", block_ids=args.block or (), budget=args.budget)
+    if args.json:
+        _out(r)
+    else:
+        print(f"loaded {len(r.loaded)}: {' '.join(b[:12] for b in r.loaded) or '-'}; evicted {len(r.evicted)}: "
+              f"{' '.join(b[:12] for b in r.evicted) or '-'}" + (f"; {r.error}" if r.error else ""))
+    return 0 if not r.error else 1
+
+
+async def cmd_evict(vm: Vmem, args: argparse.Namespace) -> int:
+    r = await vm.evict(args.ns, args.block)
+    if args.json:
+        _out(r)
+    else:
+        print(f"evicted {len(r.evicted)}" + (f"; refused (pinned) {' '.join(b[:12] for b in r.refused)}" if r.refused else ""))
+    return 0 if not r.refused else 1
+
+
+async def cmd_pin(vm: Vmem, args: argparse.Namespace) -> int:
+    r = await (vm.pin if args.pin else vm.unpin)(args.ns, args.block)
+    if args.json:
+        _out(r)
+    else:
+        what = "pinned" if args.pin else "unpinned"
+        print(f"{what} {len(r.changed)}" + (f"; unknown {' '.join(r.unknown)}" if r.unknown else ""))
+    return 0 if not r.unknown else 1
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from vmem._schema import json_schema
+
+    _out(json_schema(args.kind))
+    return 0
+
+
 async def cmd_demo(vm: Vmem, args: argparse.Namespace) -> int:
     from vmem._demo import run_demo
 
-    return await run_demo(vm, budget=args.budget, json_out=args.json)
+    return await run_demo(vm, home=resolve_home(args.home), budget=args.budget, json_out=args.json)
 
 
 # -- parser ------------------------------------------------------------------
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    base = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: a --home given before the command is not reset by the subparser.
-    common.add_argument("--home", default=argparse.SUPPRESS, help="vmem home directory (default: $VMEM_HOME, else ./.vmem)")
-    common.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    common.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio", help="async backend")
+    base.add_argument("--home", default=argparse.SUPPRESS, help="vmem home directory (default: $VMEM_HOME, else ./.vmem)")
+    base.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    base.add_argument("--backend", choices=("asyncio", "trio"), default="asyncio", help="async backend")
+    common = argparse.ArgumentParser(add_help=False, parents=[base])
     common.add_argument("--embedder", choices=("hashing", "minilm"), default="hashing",
                         help="embedder for vector retrieval: feature hashing (default) or all-MiniLM-L6-v2 from local files")
+    common.add_argument("--nats", metavar="URL",
+                        help="talk to a deployment's `vmem serve` over NATS instead of a local home (nats://host:4222)")
+    common.add_argument("--user", help=f"with --nats: the tenant's NATS user (its password in ${PASSWORD_ENV})")
+    common.add_argument("--creds", metavar="FILE", help="with --nats: a NATS credentials file instead of user and password")
     ns_opt = argparse.ArgumentParser(add_help=False)
     ns_opt.add_argument("--ns", help="namespace TENANT/AGENT (optional when the home has only one)")
+    ns_req = argparse.ArgumentParser(add_help=False)
+    ns_req.add_argument("--ns", required=True, help="namespace TENANT/AGENT, e.g. acme/agent7")
 
     p = argparse.ArgumentParser(prog="vmem", description="vmem: a virtual-memory runtime for LLM context.")
     p.add_argument("--home", default=None, help="vmem home directory (default: $VMEM_HOME, else ./.vmem)")
@@ -307,16 +389,17 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("init", parents=[common], help="create a vmem home", description="Create a vmem home directory.")
     s.set_defaults(run=cmd_init, sync=True)
 
-    s = sub.add_parser("ingest", parents=[common], help="split a text file into pages", description="Split a UTF-8 text file into pages and append them to a namespace's log.")
+    s = sub.add_parser("ingest", parents=[common, ns_req], help="split a text file into pages",
+                       description="Split a UTF-8 text file into pages and append them to a namespace's log.")
     s.add_argument("path", help="UTF-8 text or markdown file")
-    s.add_argument("--ns", required=True, help="namespace TENANT/AGENT, e.g. acme/agent7")
-    s.add_argument("--page-tokens", type=int, default=256, help="maximum tokens per page (default 256)")
+    s.add_argument("--page-tokens", type=int, default=DEFAULT_PAGE_TOKENS,
+                   help=f"maximum tokens per page (default {DEFAULT_PAGE_TOKENS})")
     s.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help=f"refuse larger files (default {DEFAULT_MAX_BYTES})")
     s.set_defaults(run=cmd_ingest)
 
-    s = sub.add_parser("ask", parents=[common], help="run one turn", description="Ask a question: pack a prompt within the budget, call the model, resolve page faults.")
+    s = sub.add_parser("ask", parents=[common, ns_req], help="run one turn",
+                       description="Ask a question: pack a prompt within the budget, call the model, resolve page faults.")
     s.add_argument("question")
-    s.add_argument("--ns", required=True, help="namespace TENANT/AGENT")
     s.add_argument("--budget", type=int, help="prompt budget in tokens (window minus reserved output)")
     s.add_argument("--profile", help="a built-in model profile (its window minus reserved output is the budget)")
     s.add_argument("--model", default="offline", help="model: offline (a deterministic stand-in, not an LLM)")
@@ -329,71 +412,130 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("trace", help="packed-prompt traces", description="Inspect the trace of each packed prompt.")
     tsub = s.add_subparsers(dest="trace_command", required=True, metavar="SUBCOMMAND")
-    t = tsub.add_parser("show", parents=[common, ns_opt], help="what a turn's prompts held and left out", description="Show a turn's traces: chosen blocks per section, and what was left out and why.")
+    t = tsub.add_parser("show", parents=[common, ns_opt], help="what a turn's prompts held and left out",
+                        description="Show a turn's traces: chosen blocks per section, and what was left out and why.")
     t.add_argument("turn", type=int)
     t.set_defaults(run=cmd_trace_show)
-    t = tsub.add_parser("diff", parents=[common, ns_opt], help="what entered and left between two turns", description="Compare the last prompt traces of two turns: blocks that entered, that left (and why), and section sizes.")
+    t = tsub.add_parser("diff", parents=[common, ns_opt], help="what entered and left between two turns",
+                        description="Compare the last prompt traces of two turns: blocks that entered, that left (and why), and section sizes.")
     t.add_argument("turn_a", type=int)
     t.add_argument("turn_b", type=int)
     t.set_defaults(run=cmd_trace_diff)
 
     s = sub.add_parser("log", help="the event log", description="Read the event log.")
     lsub = s.add_subparsers(dest="log_command", required=True, metavar="SUBCOMMAND")
-    t = lsub.add_parser("tail", parents=[common, ns_opt], help="the last events", description="Print the last events of a namespace.")
-    t.add_argument("-n", type=int, default=20, help="how many events (default 20)")
+    t = lsub.add_parser("tail", parents=[common, ns_opt], help="the last events (and, with --follow, new ones)",
+                        description="Print the last events of a namespace; with --follow, go on printing events as they "
+                                    "are committed (until Ctrl-C).")
+    t.add_argument("-n", type=int, default=20, help=f"how many events (default 20, at most {MAX_READ})")
+    t.add_argument("-f", "--follow", action="store_true", help="go on printing committed events as they come")
+    t.add_argument("--kind", action="append", metavar="TYPE",
+                   help="only events of this type, e.g. page_evicted (repeatable)")
     t.set_defaults(run=cmd_log_tail)
 
-    s = sub.add_parser("replay", parents=[common, ns_opt], help="re-fold the log and compare", description="Re-fold a namespace's log from zero and compare the state hash with the live state; --verify also re-packs every traced prompt.")
+    s = sub.add_parser("replay", parents=[common, ns_opt], help="re-fold the log and compare",
+                       description="Re-fold a namespace's log from zero and compare the state hash with the live state; "
+                                   "--verify also re-packs every traced prompt and re-runs every pager decision.")
     s.add_argument("--until", type=int, help="stop at this sequence")
     s.add_argument("--verify", action="store_true", help="also re-pack each traced prompt and compare its sha256")
-    add_replay_nats_arguments(s)
     s.set_defaults(run=cmd_replay)
 
-    s = sub.add_parser("chat", parents=[common], help="talk to an agent with memory", description="Chat with an agent whose memory is vmem: interactive on a terminal, otherwise one reply per input line. State persists in the home.")
-    s.add_argument("--ns", required=True, help="namespace TENANT/AGENT")
+    s = sub.add_parser("chat", parents=[common, ns_req], help="talk to an agent with memory",
+                       description="Chat with an agent whose memory is vmem: interactive on a terminal, otherwise one "
+                                   "reply per input line. State persists in the home.")
     s.add_argument("--model", default="offline", choices=("offline", "openai", "anthropic"),
                    help="offline (a deterministic stand-in, not an LLM), or an API configured by environment: "
                         "OPENAI_BASE_URL/OPENAI_API_KEY/VMEM_OPENAI_MODEL or ANTHROPIC_API_KEY/VMEM_ANTHROPIC_MODEL")
-    s.add_argument("--budget", type=int, help="prompt budget in tokens (default: the profile's, or 2048)")
+    s.add_argument("--budget", type=int, help=f"prompt budget in tokens (default: the profile's, or {DEFAULT_CHAT_BUDGET})")
     s.add_argument("--profile", help="a built-in model profile")
     s.add_argument("--when", help="timestamp recorded on messages (default: now, UTC)")
     s.set_defaults(run=cmd_chat)
 
     s = sub.add_parser("handoff", help="hand work to another agent", description="Export or import a snapshot of pointers.")
     hsub = s.add_subparsers(dest="handoff_command", required=True, metavar="SUBCOMMAND")
-    t = hsub.add_parser("export", parents=[common], help="print a snapshot of this agent's pointers", description="Print a hand-off snapshot (pointers, not payloads) of a namespace as JSON.")
-    t.add_argument("--ns", required=True)
+    t = hsub.add_parser("export", parents=[common, ns_req], help="print a snapshot of this agent's pointers",
+                        description="Print a hand-off snapshot (pointers, not payloads) of a namespace as JSON.")
     t.set_defaults(run=cmd_handoff_export)
-    t = hsub.add_parser("import", parents=[common], help="take over another agent's snapshot", description="Import a hand-off snapshot into a namespace; its blocks page in lazily. Across tenants only with a grant from the source tenant.")
+    t = hsub.add_parser("import", parents=[common, ns_req], help="take over another agent's snapshot",
+                        description="Import a hand-off snapshot into a namespace; its blocks page in lazily. Across "
+                                    "tenants only with a grant from the source tenant.")
     t.add_argument("snapshot", help="snapshot file (or - for stdin)")
-    t.add_argument("--ns", required=True)
     t.set_defaults(run=cmd_handoff_import)
 
-    s = sub.add_parser("grant", parents=[common], help="let another tenant import hand-offs", description="Record a grant from TENANT: TO may import hand-offs from TENANT's agents.")
+    s = sub.add_parser("grant", parents=[common], help="let another tenant import hand-offs",
+                       description=f"Record a grant from TENANT (in TENANT/{GRANTS_AGENT}): TO may import hand-offs from "
+                                   f"TENANT's agents.")
     s.add_argument("--tenant", required=True, help="the source tenant granting")
     s.add_argument("--to", required=True, help="the tenant allowed to import")
     s.add_argument("--agents", default="*", help="comma-separated agents of TO allowed (default *)")
     s.set_defaults(run=cmd_grant)
-    s = sub.add_parser("revoke", parents=[common], help="withdraw a grant", description="Withdraw a grant from TENANT to TO.")
+    s = sub.add_parser("revoke", parents=[common], help="withdraw a grant",
+                       description="Withdraw a grant from TENANT to TO: later imports, and page-ins of earlier ones, are refused.")
     s.add_argument("--tenant", required=True)
     s.add_argument("--to", required=True)
     s.set_defaults(run=cmd_revoke)
 
     s = sub.add_parser("slot", help="working-context slots", description="Define working-context slots.")
     ssub = s.add_subparsers(dest="slot_command", required=True, metavar="SUBCOMMAND")
-    t = ssub.add_parser("set", parents=[common], help="define or redefine a slot", description="Define (or redefine) a working-context slot of a namespace.")
+    t = ssub.add_parser("set", parents=[common, ns_req], help="define or redefine a slot",
+                        description="Define (or redefine) a working-context slot of a namespace.")
     t.add_argument("label")
-    t.add_argument("--ns", required=True)
     t.add_argument("--limit", type=int, default=2000, help="size limit in characters (default 2000)")
     t.add_argument("--value", default="", help="initial value")
     t.add_argument("--readonly", action="store_true", help="the model may read it but never edit it")
     t.set_defaults(run=cmd_slot_set)
 
-    s = sub.add_parser("demo", parents=[common], help="the main job, offline", description="Ingest a document at least 20x the budget, ask questions that fault pages in, evict and summarise, then replay.")
+    s = sub.add_parser("fault", parents=[common, ns_req], help="raise a page fault",
+                       description="Page in what a query finds and/or given blocks, evicting what no longer fits the budget.")
+    s.add_argument("--query", help="words to search for")
+    s.add_argument("--block", action="append", metavar="ID", help="a block id to load (repeatable)")
+    s.add_argument("--budget", type=int, default=DEFAULT_FAULT_BUDGET,
+                   help=f"the prompt budget the resident set must fit (default {DEFAULT_FAULT_BUDGET})")
+    s.set_defaults(run=cmd_fault)
+    s = sub.add_parser("evict", parents=[common, ns_req], help="evict resident blocks",
+                       description="Evict resident blocks (pinned ones are refused); evicted pages are summarised.")
+    s.add_argument("block", nargs="+", help="block ids")
+    s.set_defaults(run=cmd_evict)
+    for name, pin in (("pin", True), ("unpin", False)):
+        s = sub.add_parser(name, parents=[common, ns_req], help=f"{name} blocks",
+                           description="Pin blocks: resident from now on and never evicted." if pin else
+                           "Unpin blocks: they stay resident until evicted.")
+        s.add_argument("block", nargs="+", help="block ids")
+        s.set_defaults(run=cmd_pin, pin=pin)
+
+    s = sub.add_parser("schema", parents=[common], help="print the wire schemas as JSON Schema",
+                       description="Print the JSON Schema of vmem's requests, replies, notifications and events, so a "
+                                   "program in any language can talk to the actors (msgpack or JSON on NATS).")
+    s.add_argument("--kind", choices=("all", "requests", "replies", "events", "notifications"), default="all",
+                   help="which family (default all)")
+    s.set_defaults(run=cmd_schema, sync=True)
+
+    s = sub.add_parser("demo", parents=[common], help="the main job, offline",
+                       description="Ingest a document at least 20x the budget, ask questions that fault pages in, evict "
+                                   "and summarise, then replay.")
     s.add_argument("--budget", type=int, default=1024, help="prompt budget in tokens (default 1024)")
     s.set_defaults(run=cmd_demo, demo=True)
-    add_distributed_commands(sub, [common])
+    add_distributed_commands(sub, [base])
+    add_ops_commands(sub, [base], routes=tuple(ROUTES))
     return p
+
+
+@asynccontextmanager
+async def _open(args: argparse.Namespace) -> AsyncIterator[Vmem]:
+    if getattr(args, "nats", None):
+        if getattr(args, "demo", False):
+            raise UsageError("vmem demo runs embedded; drop --nats")
+        if args.backend != "asyncio":
+            raise UsageError("--nats needs the asyncio backend (nats-py supports nothing else); drop --backend")
+        async with Vmem.connect(args.nats, user=args.user, password=os.environ.get(PASSWORD_ENV), creds=args.creds) as vm:
+            yield vm
+        return
+    kind = getattr(args, "model", "offline")
+    # With a real model, conversation summaries are written by it too.
+    summariser = _model(kind) if kind in ("openai", "anthropic") else None
+    async with Vmem.open(resolve_home(args.home), create=getattr(args, "demo", False), embedder=_embedder(args.embedder),
+                         summariser=summariser) as vm:
+        yield vm
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -403,12 +545,7 @@ def main(argv: list[str] | None = None) -> int:
             return args.run(args)
 
         async def run() -> int:
-            path = resolve_home(args.home)
-            # With a real model, conversation summaries are written by it too.
-            kind = getattr(args, "model", "offline")
-            summariser = _model(kind) if kind in ("openai", "anthropic") else None
-            async with Vmem.open(path, create=getattr(args, "demo", False), embedder=_embedder(args.embedder),
-                                 summariser=summariser) as vm:
+            async with _open(args) as vm:
                 return await args.run(vm, args)
 
         try:

@@ -78,6 +78,7 @@ class CorruptRecord(LogError):
             f"from a backup or truncate the log before this sequence"
         )
         self.sequence = sequence
+        self.detail = detail
 
 
 class BusError(VmemError):
@@ -93,11 +94,12 @@ class RequestTimeout(BusError):
 
 
 class AccessDenied(VmemError):
-    """The NATS server refused a subject or stream: these credentials do not allow it.
+    """What was asked crosses a boundary the caller may not cross.
 
-    Raised when a tenant's connection tries another tenant's subjects or
-    stream (the server's permissions), or when a log bound to some tenants is
-    asked about another.
+    Raised when the NATS server refuses a subject or stream to these
+    credentials (another tenant's), when a log bound to some tenants is asked
+    about another, and when a hand-off crosses tenants without the source
+    tenant's grant.
     """
 
 
@@ -111,6 +113,20 @@ class ModelError(VmemError):
 
 class BudgetError(UsageError):
     """A token budget is too small to hold even the mandatory prompt parts."""
+
+
+def from_reply(code: str, message: str, where: str) -> VmemError:
+    """The error a caller raises for an actor's ErrorReply: the class its code names, with its message.
+
+    Conflicts and corrupt records inside the service, and internal errors,
+    reach the caller as ActorError: they are the service's to handle.
+    """
+    cls = globals().get(code)
+    if not (isinstance(cls, type) and issubclass(cls, VmemError)) or code == "internal":
+        return ActorError(f"{where}: {message}")
+    if cls in (ConcurrencyConflict, CorruptRecord):
+        return ActorError(f"{where}: {message}")
+    return cls(message)
 
 
 def lone_error(group: BaseExceptionGroup) -> BaseException:

@@ -100,7 +100,7 @@ async def session(home: Path, lines: list[str] | None, model: Model, budget: int
             for e in r.errors:
                 print(f"       [error shown to the model: {e}]", file=out)
             out.flush()
-        slot = vm.home.view(NS).state.slots.get("human")
+        slot = vm._home.view(NS).state.slots.get("human")
         if slot is not None:
             print(f"working context 'human' (version {slot[1]}): {slot[0]!r}", file=out)
         rep = await vm.replay(NS)

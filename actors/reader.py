@@ -1,0 +1,176 @@
+"""The reader actor: every read is a request, answered for the caller's namespace only.
+
+Events (a range, or the last n), a block, a turn's prompt traces, the live
+state's summary, a replay, and a tenant's namespaces.  Only events that pass
+the stored-event checks are returned, as the view folds them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import aclosing
+
+from vmem._handoff import GRANTS_AGENT
+from vmem._home import Home
+from vmem._reduce import resolve
+from vmem._replay import replay
+from vmem._state import state_hash
+from vmem._view import checked_batches
+from vmem.actors.runtime import Route
+from vmem.errors import UnknownBlock, UnknownNamespace, UnknownTurn, UsageError
+from vmem.schemas.events import EVENT_BY_TAG, PromptPacked
+from vmem.schemas.messages import (
+    BlockReply,
+    BlockRequest,
+    NamespacesReply,
+    NamespacesRequest,
+    ReadReply,
+    ReadRequest,
+    ReplayReport,
+    ReplayRequest,
+    Slot,
+    StateReply,
+    StateRequest,
+    StoredEvent,
+    TailRequest,
+    TracesReply,
+    TracesRequest,
+)
+
+TENANT_AGENT = "_tenant"
+"""The agent token of tenant-wide requests: ``vmem.<tenant>._tenant.reader.namespaces``."""
+READ_BYTES = 4 * 2**20  # a read reply stays under the bus's payload limit
+
+
+class Reader:
+    name = "reader"
+    queue = "reader"
+    concurrency = 2
+
+    def __init__(self, home: Home) -> None:
+        self.home = home
+
+    def routes(self) -> Mapping[str, Route]:
+        return {
+            "read": Route(self.read, ReadRequest),
+            "tail": Route(self.tail, TailRequest),
+            "block": Route(self.block, BlockRequest),
+            "traces": Route(self.traces, TracesRequest),
+            "state": Route(self.state, StateRequest),
+            "replay": Route(self.replay, ReplayRequest),
+            "namespaces": Route(self.namespaces, NamespacesRequest),
+        }
+
+    async def _view(self, ns: str):  # type: ignore[no-untyped-def]
+        view = self.home.view(ns)
+        await view.catch_up()
+        if view.pos == 0:
+            known = [n for n in await self.home.log.namespaces() if n.split("/")[0] == ns.split("/")[0]]
+            hint = f"known: {', '.join(known)}" if known else "the tenant has no namespaces yet"
+            raise UnknownNamespace(f"namespace {ns!r} has no events ({hint}); ingest into it first")
+        return view
+
+    async def read(self, req: ReadRequest) -> ReadReply:
+        """Up to `limit` events after `after` (of the given types), never more than a reply can carry.
+
+        `through` is how far the read looked (events of other types and
+        skipped records included): the next read starts after it.
+        """
+        view = await self._view(req.ns)
+        unknown = sorted(set(req.kinds) - set(EVENT_BY_TAG))
+        if unknown:
+            raise UsageError(f"unknown event types {unknown}; known: {', '.join(sorted(EVENT_BY_TAG))}")
+        kinds = {EVENT_BY_TAG[k] for k in req.kinds}
+        out: list[StoredEvent] = []
+        size = 0
+        through = req.after
+        batches = checked_batches(self.home.log, req.ns, after=req.after, batch=min(req.limit, 1024), on_reject=_ignore)
+        async with aclosing(batches):
+            async for batch, covered in batches:
+                for stored in batch:
+                    if len(out) >= req.limit or size > READ_BYTES:
+                        return ReadReply(events=tuple(out), through=through, head=view.pos)
+                    through = stored.seq
+                    if kinds and type(stored.event) not in kinds:
+                        continue
+                    out.append(stored)
+                    size += _size(stored)
+                through = covered
+        return ReadReply(events=tuple(out), through=through, head=max(view.pos, through))
+
+    async def tail(self, req: TailRequest) -> ReadReply:
+        view = await self._view(req.ns)
+        log = self.home.log
+        read_last = getattr(log, "read_last", None)
+        if read_last is not None:  # the log can read backwards (LMDB: a reverse cursor)
+            events = read_last(req.ns, req.n)
+        else:
+            last = await log.last_seq(req.ns)
+            window = max(req.n, 64)
+            while True:  # sequences are shared by namespaces: walk back in widening windows
+                after = max(0, last - window)
+                events = await log.read(req.ns, after=after, limit=10**9)
+                if len(events) >= req.n or after == 0:
+                    events = events[-req.n:]
+                    break
+                window *= 4
+        return ReadReply(events=tuple(events), through=events[-1].seq if events else 0, head=view.pos)
+
+    async def block(self, req: BlockRequest) -> BlockReply:
+        """A stored block by id, or by a unique prefix of it (prompts show 12 hex digits)."""
+        view = await self._view(req.ns)
+        b = self.home.store.get(req.ns, req.block_id)
+        if b is None and len(req.block_id) < 32:
+            full = resolve(req.block_id, view.state.blocks)
+            b = self.home.store.get(req.ns, full) if full else None
+        if b is None:
+            raise UnknownBlock(f"no block {req.block_id!r} in {req.ns} (or the prefix is not unique); "
+                               f"`vmem log tail --ns {req.ns}` lists recent block ids")
+        return BlockReply(block=b)
+
+    async def traces(self, req: TracesRequest) -> TracesReply:
+        """Every packed-prompt trace of a turn, with its log sequence."""
+        view = await self._view(req.ns)
+        out = []
+        async for batch, _covered in checked_batches(self.home.log, req.ns, batch=8192, on_reject=_ignore):
+            out += [(s.seq, s.event) for s in batch if type(s.event) is PromptPacked and s.event.turn == req.turn]
+        if not out:
+            raise UnknownTurn(f"turn {req.turn} of {req.ns} has no trace; turns so far: 1..{view.state.turn}")
+        return TracesReply(traces=tuple(out))
+
+    async def state(self, req: StateRequest) -> StateReply:
+        view = await self._view(req.ns)
+        async with view.lock:
+            s = view.state
+            slots = tuple((label, Slot(value=v[0], version=v[1], limit=v[2], readonly=bool(v[3])))
+                          for label in s.slot_order for v in [s.slots[label]])
+            return StateReply(
+                state_hash=state_hash(s), head=view.pos, turn=s.turn,
+                resident=tuple(sorted(s.resident, key=lambda b: (s.resident[b], b))), pinned=tuple(s.pinned),
+                slots=slots, counters=tuple(sorted(s.counters.items())),
+                rejected=tuple((r.seq, r.reason) for r in view.rejected),
+            )
+
+    async def replay(self, req: ReplayRequest) -> ReplayReport:
+        """Re-fold the namespace's log (up to `until`) and compare with the live state."""
+        await self._view(req.ns)
+        return await replay(self.home, req.ns, until=req.until, verify=req.verify)
+
+    async def namespaces(self, req: NamespacesRequest) -> NamespacesReply:
+        """The namespaces of the caller's tenant (the agents vmem keeps for itself left out)."""
+        tenant, agent = req.ns.split("/")
+        if agent != TENANT_AGENT:
+            raise UsageError(f"ask for a tenant's namespaces on {tenant}/{TENANT_AGENT}, not {req.ns}")
+        known = await self.home.log.namespaces()
+        return NamespacesReply(namespaces=tuple(
+            n for n in known if n.split("/")[0] == tenant and not n.split("/")[1] in (GRANTS_AGENT, TENANT_AGENT)
+        ))
+
+
+def _ignore(_rejected: object) -> None:
+    """Skipped records are the view's to report (StateReply.rejected), not each read's."""
+
+
+def _size(stored: StoredEvent) -> int:
+    text = getattr(stored.event, "text", "")
+    return 200 + len(text) if isinstance(text, str) else 200
