@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from vmem._handoff import export_snapshot, grants_ns, import_events
+from vmem._handoff import check_grant, export_snapshot, grants_ns, import_events
 from vmem._home import Home
 from vmem._ingest import ingest_events
 from vmem._settings import grant_events, permission_events, slot_events
@@ -98,16 +98,22 @@ class Memory:
         return ExportReply(snapshot=snap)
 
     async def import_(self, req: ImportRequest) -> ImportReply:
-        """Import a snapshot: its pointers are taken from the source's recorded export, never from the caller."""
+        """Import a snapshot: its pointers are taken from the source's recorded export, never from the caller.
+
+        The grant is checked first, so a tenant learns nothing of another's
+        snapshots (not even whether one exists) without it.
+        """
+        grants = self.home.view(grants_ns(req.source_ns.split("/")[0]))
+        await grants.catch_up()
+        source_grants = grants.state if grants.pos else None
+        check_grant(req.source_ns, req.ns, source_grants)
         source = self.home.view(req.source_ns)
         await source.catch_up()
         exported = source.state.exports.get(req.snapshot_id)
         if exported is None:
             raise UsageError(f"snapshot {req.snapshot_id!r} was never exported from {req.source_ns}; "
                              f"use the output of `vmem handoff export --ns {req.source_ns}`")
-        grants = self.home.view(grants_ns(req.source_ns.split("/")[0]))
-        await grants.catch_up()
-        events = import_events(req.ns, req.source_ns, exported, source.state, grants.state if grants.pos else None)
+        events = import_events(req.ns, req.source_ns, exported, source.state, source_grants)
         _out, result = await self.writer.commit(req.ns, lambda d: d.add(events), key=f"handoff-import:{req.snapshot_id}")
         return ImportReply(pointers=len(exported.blocks), duplicate=bool(result and result.duplicate))
 

@@ -87,7 +87,9 @@ class Pager:
         view = self.home.view(ns)
         await view.catch_up()
         if view.pos == 0:
-            raise UnknownNamespace(f"namespace {ns!r} has no events; ingest into it or start a turn first")
+            known = [n for n in await self.home.log.namespaces() if n.split("/")[0] == ns.split("/")[0]]
+            hint = f"known: {', '.join(known)}" if known else "the tenant has none yet"
+            raise UnknownNamespace(f"namespace {ns!r} has no events ({hint}); ingest into it first")
         return view.state
 
     def _fault_in(
@@ -158,6 +160,8 @@ class Pager:
         ns = req.ns
         turn = req.turn
         if req.begin is not None:
+            if req.begin.mode == "ask":
+                await self._require(ns)  # a question needs something to answer from
             turn_no: list[int] = []
 
             def start(draft: Draft) -> None:

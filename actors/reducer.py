@@ -36,12 +36,14 @@ from vmem.schemas.messages import (
     MAX_QUERY,
     FaultReply,
     FaultRequest,
+    PackReply,
     ReduceReply,
     ReduceRequest,
     SearchReply,
     SearchRequest,
     ToolResultsReply,
     ToolResultsRequest,
+    TurnRequest,
 )
 
 
@@ -94,6 +96,12 @@ class Reducer:
                 FaultReply,
             )
             reply = msgspec.structs.replace(reply, fault=resolved)
+        done = reply.outcome == "answer" or (reply.outcome == "continue" and not reply.heartbeat)
+        if req.pack_next and req.budget is not None and not done and not reply.agent_calls and self.call is not None:
+            packed = await self.call(req.ns, "pager", "turn", TurnRequest(
+                ns=req.ns, turn=req.turn, attempt=req.attempt + 1, budget=req.budget, profile=req.profile,
+                tokenizer=req.tokenizer), PackReply)
+            reply = msgspec.structs.replace(reply, next=packed)
         return reply
 
     async def _searches(self, state: State, req: ReduceRequest, checked: Sequence[object]) -> dict[str, str]:

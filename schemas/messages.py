@@ -240,7 +240,10 @@ class ReduceRequest(_Msg, tag="reduce", kw_only=True):
     """A model reply to validate.  `agent_tools` names the agent's own tools.
 
     With a `budget`, a page fault the reply asks for is resolved before the
-    reducer answers (the pages are in when the next attempt is packed).
+    reducer answers (the pages are in when the next attempt is packed); with
+    `pack_next` too, a reply that does not end the turn (and leaves no tool of
+    the agent's to run) comes back with the next attempt's prompt, so each
+    further attempt costs the client one round trip.
     """
 
     ns: Ns
@@ -255,6 +258,8 @@ class ReduceRequest(_Msg, tag="reduce", kw_only=True):
     when: Annotated[str, Meta(max_length=64)] = ""  # wall-clock time for people, never folded
     budget: Budget | None = None
     tokenizer: Name = "cl100k_base"
+    profile: Name = "offline"
+    pack_next: bool = False
 
 
 class ReduceReply(_Msg, tag="reduce_reply", kw_only=True):
@@ -276,6 +281,7 @@ class ReduceReply(_Msg, tag="reduce_reply", kw_only=True):
     agent_calls: tuple[ToolCall, ...] = ()
     errors: tuple[str, ...] = ()
     fault: FaultReply | None = None  # how the fault was resolved, when the request had a budget
+    next: PackReply | None = None  # the next attempt's prompt, when asked for (`pack_next`)
 
 
 class ToolResultsRequest(_Msg, tag="tool_results", kw_only=True):

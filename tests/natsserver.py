@@ -97,6 +97,10 @@ class NatsServer:
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
+    @property
+    def monitor_url(self) -> str:
+        return f"http://127.0.0.1:{self.monitor_port}"
+
     def url_for(self, user: str, password: str) -> str:
         return f"nats://{user}:{password}@127.0.0.1:{self.port}"
 

@@ -1,10 +1,10 @@
 """Distributed mode: vmem serve and compressor workers as separate processes on a real nats-server.
 
 * A turn end to end: ``vmem serve`` and ``vmem worker compressor`` run in
-  other processes; this process ingests, asks questions that fault pages in
-  and evict others (summarised by the worker), and replays; ``vmem replay
-  --nats`` agrees, and the same inputs give the same events and the same
-  state hash as the embedded runtime on LMDB.
+  other processes; this process, a client with nothing but the NATS URL,
+  ingests, asks questions that fault pages in and evict others (summarised by
+  the worker), and replays; ``vmem replay --nats`` agrees, and the same inputs
+  give the same events and the same state hash as the embedded runtime.
 * A worker SIGKILLed in the middle of a job: the job is redelivered to
   another worker and exactly one summary is committed; the same when the
   worker dies after its commit and before its acknowledgement.
@@ -19,32 +19,30 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import queue
-import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
-import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 from natsserver import NatsServer, nats_server  # noqa: F401 - fixture
+from procs import Proc, procs, ready, start_serve as serve_proc, start_worker as worker_proc, vmem_cmd  # noqa: F401 - fixture
 
 from vmem import Vmem
 from vmem._blocks import make_block
 from vmem._bus_nats import NatsConnection
-from vmem._distributed import CACHE_MARKER, connect, open_cache_home
+from vmem._distributed import CACHE_MARKER, open_cache_home
 from vmem._home import Home
 from vmem._jobs_jetstream import JetStreamJobQueue
 from vmem._log import read_all
 from vmem._log_jetstream import JetStreamLog
 from vmem._log_lmdb import LmdbLog
 from vmem._state import State, fold, state_hash
-from vmem.errors import HomeError
+from vmem.errors import ActorError, HomeError, UsageError
 from vmem.schemas import events as ev
 from vmem.schemas.messages import CompressDone, CompressJob
 
@@ -71,128 +69,20 @@ def prefix() -> str:
     return f"d{os.getpid()}-{next(_prefixes)}"
 
 
-def cli_module() -> str:
-    """The module run as ``python -m`` for the `vmem` command."""
-    return "vmem.cli"
-
-
-class Proc:
-    """A child process whose stdout lines (JSON with --json) are collected as they arrive."""
-
-    def __init__(self, args: list[str], *, cwd: Path) -> None:
-        self.args = args
-        self.proc = subprocess.Popen(
-            args, cwd=cwd, stdout=subprocess.PIPE, stderr=None if os.environ.get("DBG") else subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.seen: list[dict[str, Any]] = []
-        self.errors: list[str] = []
-        self._readers = [
-            threading.Thread(target=self._read, args=(self.proc.stdout, self.lines.put), daemon=True),
-            *([threading.Thread(target=self._read, args=(self.proc.stderr, self.errors.append), daemon=True)] if self.proc.stderr else []),
-        ]
-        for reader in self._readers:
-            reader.start()
-
-    @staticmethod
-    def _read(stream: Any, put: Callable[[str], None]) -> None:
-        for line in stream:
-            put(line)
-
-    async def wait_for(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 60.0) -> dict[str, Any]:
-        """The first output object (old or new) for which `pred` holds."""
-        for seen in self.seen:
-            if pred(seen):
-                return seen
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get_nowait()
-            except queue.Empty:
-                if self.proc.poll() is not None and self.lines.empty():
-                    raise AssertionError(f"{self.args[3:5]} exited with {self.proc.returncode}: {self.stderr()}")
-                await anyio.sleep(0.01)
-                continue
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                continue
-            self.seen.append(obj)
-            if pred(obj):
-                return obj
-        raise AssertionError(f"{self.args[3:5]}: nothing matched within {timeout} s; saw {self.seen}; stderr: {self.stderr()}")
-
-    def drain(self) -> list[dict[str, Any]]:
-        """Everything printed so far (as JSON objects)."""
-        while not self.lines.empty():
-            try:
-                self.seen.append(json.loads(self.lines.get_nowait()))
-            except ValueError:
-                continue
-        return self.seen
-
-    def stderr(self) -> str:
-        return "".join(self.errors)[-3000:]
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self._finish()
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self._finish()
-        return self.proc.returncode
-
-    def _finish(self) -> None:
-        self.proc.wait()
-        for reader in self._readers:
-            reader.join(5)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    try:
-        yield started
-    finally:
-        for p in started:
-            p.stop()
-
-
-def vmem_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", cli_module(), *args]
-
-
 def start_serve(procs: list[Proc], server: NatsServer, home: Path, prefix: str, *extra: str) -> Proc:
-    p = Proc(vmem_cmd("serve", "--nats", server.url, "--home", str(home), "--prefix", prefix, "--json", *extra), cwd=home.parent)
-    procs.append(p)
-    return p
+    return serve_proc(procs, server.url, home, "--prefix", prefix, *extra, monitor=server.monitor_url)
 
 
 def start_worker(procs: list[Proc], server: NatsServer, home: Path, prefix: str, *extra: str) -> Proc:
-    p = Proc(
-        vmem_cmd("worker", "compressor", "--nats", server.url, "--home", str(home), "--prefix", prefix, "--json", "--verbose", *extra),
-        cwd=home.parent,
-    )
-    procs.append(p)
-    return p
-
-
-def ready(obj: dict[str, Any]) -> bool:
-    return obj.get("event") == "ready"
+    return worker_proc(procs, server.url, home, "--prefix", prefix, *extra)
 
 
 async def all_events(log: Any, ns: str) -> list[ev.Event]:
     return [s.event async for batch in read_all(log, ns) for s in batch]
+
+
+async def client_events(vm: Vmem, ns: str) -> list[ev.Event]:
+    return [s.event async for batch in vm.events(ns) for s in batch]
 
 
 # -- a turn end to end -----------------------------------------------------------------------
@@ -207,13 +97,14 @@ async def test_turns_end_to_end_with_serve_and_a_worker_in_other_processes(
     await worker.wait_for(ready)
 
     answers = []
-    async with connect(nats_server.url, home=tmp_path / "client", prefix=prefix) as vm:
+    async with Vmem.connect(nats_server.url) as vm:  # a URL, nothing else: no JetStream rights, no local home
         ingested = await vm.ingest(NS, handbook_file)
         assert ingested.pages > 50
         for q in QUESTIONS:
             answers.append(await vm.ask(NS, q, budget=800))
         report = await vm.replay(NS, verify=True)
-        distributed = await all_events(vm._home.log, NS)
+        distributed = await client_events(vm, NS)
+    assert not (tmp_path / "client").exists()
     assert "GAN100" in answers[0].answer and "SUM601" in answers[3].answer
     assert all(a.answered for a in answers)
     summaries = [s for a in answers for s in a.summaries]
@@ -222,9 +113,9 @@ async def test_turns_end_to_end_with_serve_and_a_worker_in_other_processes(
     assert done["ns"] == NS and not done["duplicate"]
     assert report.equal and report.prompts_checked == report.prompts_equal == len(QUESTIONS)
 
-    # `vmem replay --nats` from yet another process, with a cold cache.
+    # `vmem replay --nats` from yet another process: a request to the service's reader.
     out = subprocess.run(
-        vmem_cmd("replay", "--nats", nats_server.url, "--prefix", prefix, "--ns", NS, "--json", "--home", str(tmp_path / "replay")),
+        vmem_cmd("replay", "--nats", nats_server.url, "--ns", NS, "--verify", "--json"),
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr
@@ -236,7 +127,7 @@ async def test_turns_end_to_end_with_serve_and_a_worker_in_other_processes(
         await vm.ingest(NS, handbook_file)
         embedded_answers = [await vm.ask(NS, q, budget=800) for q in QUESTIONS]
         embedded_report = await vm.replay(NS)
-        embedded = await all_events(vm._home.log, NS)
+        embedded = await client_events(vm, NS)
     assert [a.answer for a in embedded_answers] == [a.answer for a in answers]
     assert [a.prompt_sha256 for a in embedded_answers] == [a.prompt_sha256 for a in answers]
     assert embedded == distributed
@@ -397,13 +288,13 @@ async def test_serve_hosts_only_the_namespaces_it_is_given(nats_server: NatsServ
     from vmem._bus_nats import NatsBus
     from vmem._distributed import serve
     from vmem._rpc import call
-    from vmem.errors import NoResponders
+    from vmem.errors import NoResponders, UnknownNamespace
     from vmem.schemas.messages import PackReply, TurnRequest
 
     ready_event = anyio.Event()
     async with anyio.create_task_group() as tg:
         tg.start_soon(lambda: serve(nats_server.url, home=tmp_path / "serve", namespaces=["acme/*", "globex/agent1"],
-                                    prefix=prefix, on_ready=lambda _i: ready_event.set()))
+                                    prefix=prefix, monitor=nats_server.monitor_url, on_ready=lambda _i: ready_event.set()))
         with anyio.fail_after(30):
             await ready_event.wait()
         async with await NatsBus.connect(nats_server.url) as bus:
@@ -411,7 +302,79 @@ async def test_serve_hosts_only_the_namespaces_it_is_given(nats_server: NatsServ
                 with pytest.raises(NoResponders):
                     await call(bus, ns, "pager", "turn", TurnRequest(ns=ns, turn=1, attempt=0, budget=512), PackReply, timeout=5)
             for ns in ("acme/agent9", "globex/agent1"):
-                # Served: the pager answers (an empty namespace packs an empty prompt).
-                reply = await call(bus, ns, "pager", "turn", TurnRequest(ns=ns, turn=1, attempt=0, budget=512), PackReply, timeout=10)
-                assert isinstance(reply, PackReply)
+                # Served: the pager answers (that the namespace has no turn yet).
+                with pytest.raises(UnknownNamespace):
+                    await call(bus, ns, "pager", "turn", TurnRequest(ns=ns, turn=1, attempt=0, budget=512), PackReply, timeout=10)
         tg.cancel_scope.cancel()
+
+
+async def test_serve_refuses_a_weaker_setup_unless_told(tmp_path: Path, prefix: str) -> None:
+    """A server that syncs JetStream periodically may lose acknowledged appends: serve refuses it."""
+    from vmem._distributed import serve
+
+    with tempfile.TemporaryDirectory(prefix="vmem-weak-") as tmp:
+        weak = NatsServer(Path(tmp))
+        weak.config.write_text(weak.config.read_text().replace("sync_interval: always", "sync_interval: 2m"))
+        with weak:
+            with anyio.fail_after(30), pytest.raises(UsageError, match="sync_interval: always"):
+                await serve(weak.url, home=tmp_path / "serve", namespaces=["acme/*"], prefix=prefix, monitor=weak.monitor_url)
+            ready_info: list[dict[str, Any]] = []
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: serve(weak.url, home=tmp_path / "serve2", namespaces=["acme/*"], prefix=prefix,
+                                            monitor=weak.monitor_url, allow_weak_setup=True, on_ready=ready_info.append))
+                with anyio.fail_after(30):
+                    while not ready_info:
+                        await anyio.sleep(0.05)
+                tg.cancel_scope.cancel()
+            assert any("sync_interval" in p for p in ready_info[0]["weak_setup"])
+
+
+POISON_WORKER = """
+import json, anyio
+import vmem.actors.compressor as compressor
+from vmem._distributed import run_worker
+
+real = compressor.extractive_summary
+
+def summary(texts, tok):  # a bug some jobs trigger: not a vmem error
+    if any("POISON" in t for t in texts):
+        raise RuntimeError("the summariser cannot take this text")
+    return real(texts, tok)
+
+compressor.extractive_summary = summary
+def show(e): print(json.dumps(e), flush=True)
+anyio.run(lambda: run_worker({url!r}, home={home!r}, prefix={prefix!r}, ack_wait=2.0, dead_after=2,
+                             on_ready=show, on_event=show), backend="asyncio")
+"""
+
+
+async def test_a_poison_job_is_dead_lettered_with_an_event_and_the_worker_goes_on(
+    nats_server: NatsServer, tmp_path: Path, procs: list[Proc], prefix: str
+) -> None:
+    conn, log, ids = await seed(nats_server.url, prefix)
+    poison = make_block(NS, "page", "document", "POISON: text the summariser chokes on.", {"page": "99"})
+    await log.append(NS, [poison], key="poison")
+    try:
+        jobs = JetStreamJobQueue(conn, prefix=prefix, ack_wait=2.0, dead_after=2)
+        await jobs.ensure()
+        worker = Proc([sys.executable, "-c", POISON_WORKER.format(url=nats_server.url, home=str(tmp_path / "w"), prefix=prefix)],
+                      cwd=tmp_path)
+        procs.append(worker)
+        await worker.wait_for(ready)
+        bad = CompressJob(ns=NS, job_id="evict:poison", sources=(poison.block_id,), turn=1)
+        with anyio.fail_after(60), pytest.raises(ActorError, match="cannot take this text"):
+            await jobs.submit(bad, timeout=60)
+        given_up = await worker.wait_for(lambda o: o.get("event") == "failed" and o.get("dead_letter"))
+        assert given_up["delivery"] == 2
+        # The same worker takes the next job.
+        good = await jobs.submit(CompressJob(ns=NS, job_id="evict:good", sources=(ids[0],), turn=1), timeout=60)
+        assert good.summary_id and worker.proc.poll() is None
+        # The namespace records it, and the job is kept in the dead-letter stream.
+        events = await all_events(log, NS)
+        dead = [e for e in events if isinstance(e, ev.ErrorRaised) and e.code == "dead_letter"]
+        assert len(dead) == 1 and "evict:poison" in dead[0].message and "2 deliveries" in dead[0].message
+        info = await conn.request(f"$JS.API.STREAM.INFO.{jobs.dead_stream}", b"", timeout=5)
+        assert json.loads(info.data)["state"]["messages"] == 1
+    finally:
+        await log.aclose()
+        await conn.aclose()

@@ -105,3 +105,31 @@ def test_events_are_frozen_and_carry_a_namespace():
         assert cls.__struct_config__.frozen
         assert "ns" in cls.__struct_fields__
         assert cls.VERSION >= 1
+
+
+def test_golden_records_of_2026_12_decode_and_upcast_the_summary_scope():
+    records = msgspec.msgpack.decode((GOLDEN / "events-2026-12.msgpack").read_bytes())
+    flush, evict, v2, unpinned, refused = [decode_record(r) for r in records]
+    # v1 of summary_committed said "conversation" with a flush: job id; v2 says it in `scope`.
+    assert isinstance(flush, ev.SummaryCommitted) and flush.scope == "conversation"
+    assert isinstance(evict, ev.SummaryCommitted) and evict.scope == "pages"
+    assert isinstance(v2, ev.SummaryCommitted) and v2.scope == "conversation" and v2.job_id == "flush:x"
+    assert isinstance(unpinned, ev.PageUnpinned) and unpinned.turn == 4
+    assert isinstance(refused, ev.HandoffRefused) and refused.source_ns == "globex/alice"
+
+
+def test_requests_are_bounded_and_deep_nesting_is_a_schema_error():
+    from vmem.schemas.messages import Request, SearchRequest, TurnRequest
+
+    with pytest.raises(SchemaError, match="nested too deeply"):
+        decode(b"\x84" + msgspec.msgpack.encode("msg") + msgspec.msgpack.encode("search") + msgspec.msgpack.encode("ns")
+               + msgspec.msgpack.encode("a/b") + msgspec.msgpack.encode("query") + msgspec.msgpack.encode("q")
+               + msgspec.msgpack.encode("junk") + b"\x91" * 50_000 + b"\x00", Request)
+    with pytest.raises(SchemaError, match="<= 2000000"):
+        decode(msgspec.msgpack.encode({"msg": "turn", "ns": "a/b", "budget": 10**9}), Request)
+    with pytest.raises(SchemaError, match="length <= 16384"):
+        decode(msgspec.msgpack.encode({"msg": "search", "ns": "a/b", "query": "q" * 20_000}), Request)
+    # JSON as well as msgpack: a pipeline in another language.
+    req = decode(b' {"msg": "search", "ns": "a/b", "query": "keeper"}', Request)
+    assert req == SearchRequest(ns="a/b", query="keeper")
+    assert isinstance(decode(msgspec.msgpack.encode({"msg": "turn", "ns": "a/b", "budget": 512}), Request), TurnRequest)

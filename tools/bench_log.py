@@ -42,6 +42,7 @@ from vmem._log import read_all
 from vmem._log_lmdb import LmdbLog
 from vmem._replay import fold_log
 from vmem._state import State, fold, state_hash
+from vmem._blocks import make_block
 from vmem.schemas import events as ev
 from vmem.schemas.codec import decode_record, encode_record
 
@@ -65,12 +66,12 @@ def make_events(ns: str, n: int, seed: int = 1) -> list[ev.Event]:
     for i in range(n):
         r = i % 10
         if r < 4 or not blocks:
-            bid = f"{rng.getrandbits(128):032x}"
             kind = "page" if r < 3 else "message"
-            attrs = (("doc", "d1"), ("page", str(i)), ("source", "manual.md")) if kind == "page" else (("turn", str(turn)),)
+            attrs = {"doc": "d1", "page": str(i), "source": "manual.md"} if kind == "page" else {"turn": str(turn)}
             text = f"[{i}] " + paragraphs[i % 64]
-            out.append(ev.BlockWritten(ns=ns, block_id=bid, kind=kind, role="document" if kind == "page" else "user", text=text, attrs=attrs))
-            blocks.append(bid)
+            block = make_block(ns, kind, "document" if kind == "page" else "user", text, attrs)  # a real content hash
+            out.append(block)
+            blocks.append(block.block_id)
         elif r == 4:
             out.append(ev.EdgeAdded(ns=ns, src=blocks[-1], dst=rng.choice(blocks), kind="follows"))
         elif r == 5:

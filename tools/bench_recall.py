@@ -39,14 +39,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit_json  # noqa: E402
 
 from vmem import Vmem  # noqa: E402
-from vmem._blocks import make_block  # noqa: E402
 from vmem._budget import SectionSpec  # noqa: E402
 from vmem._pack import PackInput  # noqa: E402
 from vmem._select import select_resident  # noqa: E402
 from vmem._tokens import get_tokenizer  # noqa: E402
 from vmem.actors.retriever import RetrieverActor  # noqa: E402
-from vmem.schemas.events import EdgeAdded  # noqa: E402
-from vmem.schemas.messages import Candidate, SearchRequest, SyncRequest  # noqa: E402
+from vmem.schemas.messages import Candidate, IngestReply, IngestRequest, PageIn, SearchRequest, SyncRequest  # noqa: E402
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "bench-data" / "locomo-dev.json"
 BUDGETS = (512, 1024, 2048, 4096)
@@ -88,27 +86,26 @@ async def run_sample(sample: dict, idx: int, budgets: list[int], embedder, tmp: 
     dropped = 0
     questions = 0
     async with Vmem.open(tmp / f"home{idx}", create=True, embedder=embedder) as vm:
-        events: list = []
-        dia_to_block: dict[str, str] = {}
-        counts: dict[str, int] = {}
-        for s, when, turns in turns_of(sample["conversation"]):
-            prev = ""
+        pages: list[PageIn] = []
+        dia_ids: list[str] = []
+        for _s, when, turns in turns_of(sample["conversation"]):
             for t in turns:
-                text = t.get("text", "")
+                text = f"[{when}] {t.get('speaker', '')}: {t.get('text', '')}"
                 if t.get("blip_caption"):
-                    text += f" [shares a photo of {t['blip_caption']}]"
-                b = make_block(ns, "message", str(t.get("speaker", "")), text,
-                               {"dia_id": t["dia_id"], "session": str(s), "when": when})
-                events.append(b)
-                dia_to_block[t["dia_id"]] = b.block_id
-                counts[b.block_id] = tok.count(text)
-                if prev:
-                    events.append(EdgeAdded(ns=ns, src=b.block_id, dst=prev, kind="follows"))
-                prev = b.block_id
-        await vm._home.log.append(ns, events)
-        vm._home.store.cache_tokens(tok.name, ns, counts)
+                    text += f" [image: {t['blip_caption']}]"
+                pages.append(PageIn(text))
+                dia_ids.append(t["dia_id"])
+        # The turns go in as one document, a page each, through the memory actor (as any client's would).
+        for b, first in enumerate(range(0, len(pages), 1000)):
+            batch = tuple(pages[first:first + 1000])
+            last = first + len(batch) >= len(pages)
+            await vm._call(ns, "memory", "ingest", IngestRequest(
+                ns=ns, doc_id=f"{idx:016x}", source=sample.get("sample_id", "conv"), batch=b, first_page=first + 1,
+                pages=batch, final=last, total_pages=len(pages) if last else 0), IngestReply, timeout=600)
         view = vm._home.view(ns)
         await view.catch_up()
+        page_ids = [b for b in view.state.order if view.state.blocks[b].kind == "page"]
+        dia_to_block = dict(zip(dia_ids, page_ids))
         actors = {name: RetrieverActor(vm._home, embedder=embedder, builtins=builtins) for name, builtins in CONFIGS.items()}
         await actors["vmem"].sync(SyncRequest(ns=ns))
         state = view.state

@@ -19,16 +19,21 @@ store and ``sync_interval: always``, then:
   questions that fault pages in and evict others), p50 and p99 per turn, in
   four set-ups: ``inprocess`` (LocalBus, LMDB log: the embedded runtime);
   ``nats_same_process`` (the actors on their own NATS connection in this
-  process, same home: the bus transport alone); ``nats`` (the actors in
-  another process, every request through nats-server, the LMDB log shared by
-  both processes); ``nats_jetstream`` (``vmem serve`` and a compressor
-  worker in other processes, the log in JetStream: the distributed mode).
+  process, the client on another: the bus transport alone); ``nats`` (the
+  actors in another process with their LMDB home, the client here with only
+  a NATS connection: every request through nats-server); ``nats_jetstream``
+  (``vmem serve`` and a compressor worker in other processes, the log in
+  JetStream: the distributed mode).  The client's bus requests are counted
+  per turn (``requests_per_turn``).
 * **Replay.**  100,000 realistic events (tools/bench_log.py's mix) appended
   in batches of 1,000 to an LMDB log and to JetStream, then read back and
   folded from each; the rate and whether both state hashes agree.
 
 Targets: 4 workers >= 3.5x one worker on the simulated jobs; NATS adds at
-most 2 ms to a turn's p50.  With ``--json`` the last line is one JSON object:
+most 2 ms to a turn's p50; a turn costs the client at most 3 bus round trips
+(measured: 2 for a turn answered at once, the pager's and the reducer's; each
+further attempt after a page fault adds one, the reducer resolving the fault
+and packing the next prompt).  With ``--json`` the last line is one JSON object:
 ``{"workers": {"1": {"simulated_jobs_per_s", "extractive_jobs_per_s"}, ...},
 "turn_ms": {"inprocess": {"p50", "p99"}, "nats": {"p50", "p99"}, ...},
 "replay": {...}, "targets": {...}, "checks": {...}}``.
@@ -57,14 +62,12 @@ from _common import percentile  # noqa: E402
 from bench_log import make_events  # noqa: E402
 from natsserver import NatsServer, server_version  # noqa: E402
 
-from vmem import Vmem  # noqa: E402
-from vmem._api import embedded_actors  # noqa: E402
+from vmem import Client, Vmem  # noqa: E402
 from vmem._blocks import make_block  # noqa: E402
 from vmem._bus_nats import NatsBus, NatsConnection  # noqa: E402
 from vmem._demo import handbook  # noqa: E402
-from vmem._distributed import connect  # noqa: E402
 from vmem._home import Home  # noqa: E402
-from vmem.actors.runtime import ActorRuntime  # noqa: E402
+from vmem.actors.hosting import build_actors  # noqa: E402
 from vmem._jobs_jetstream import JetStreamJobQueue  # noqa: E402
 from vmem._log import read_all  # noqa: E402
 from vmem._log_jetstream import JetStreamLog  # noqa: E402
@@ -72,7 +75,7 @@ from vmem._log_lmdb import LmdbLog  # noqa: E402
 from vmem._state import State, fold, state_hash  # noqa: E402
 from vmem.schemas.messages import CompressJob  # noqa: E402
 
-TARGETS = {"simulated_speedup_4_workers": 3.5, "nats_turn_p50_added_ms": 2.0}
+TARGETS = {"simulated_speedup_4_workers": 3.5, "nats_turn_p50_added_ms": 2.0, "requests_per_turn": 3}
 IN_FLIGHT = 64
 QUESTIONS = (
     "What is the radio callsign of Gannet Point station?",
@@ -195,37 +198,61 @@ async def throughput(url: str, workdir: Path, workers: int, latency_ms: float, j
 # -- turn latency ---------------------------------------------------------------------------------------
 
 
-async def turns(vm: Vmem, ns: str, doc: Path, n: int, budget: int) -> list[float]:
+class CountingBus:
+    """A client's bus that counts its requests (round trips), and passes everything through."""
+
+    def __init__(self, bus: Any) -> None:
+        self._bus = bus
+        self.requests = 0
+
+    async def request(self, *args: Any, **kwargs: Any) -> Any:
+        self.requests += 1
+        return await self._bus.request(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._bus, name)
+
+
+async def turns(vm: Client, ns: str, doc: Path, n: int, budget: int) -> tuple[list[float], list[tuple[int, int]]]:
+    """Per-turn latency, and the client's (requests, attempts) per turn (when its bus counts them)."""
     await vm.ingest(ns, doc)
     for q in QUESTIONS[:2]:  # warm-up
         await vm.ask(ns, q, budget=budget)
-    out = []
+    out, requests = [], []
+    counter = vm.bus if isinstance(vm.bus, CountingBus) else None
     for k in range(n):
+        before = counter.requests if counter else 0
         start = time.perf_counter()
         r = await vm.ask(ns, QUESTIONS[k % len(QUESTIONS)], budget=budget)
         out.append(time.perf_counter() - start)
+        requests.append((counter.requests - before if counter else 0, r.attempts))
         assert r.answer
-    return out
+    return out, requests
 
 
-def stats(samples: list[float]) -> dict[str, float]:
+def stats(samples: list[float], requests: list[tuple[int, int]] | None = None) -> dict[str, float]:
     ms = [s * 1000 for s in samples]
-    return {"p50": round(statistics.median(ms), 2), "p99": round(percentile(ms, 99), 2), "mean": round(statistics.fmean(ms), 2)}
+    out = {"p50": round(statistics.median(ms), 2), "p99": round(percentile(ms, 99), 2), "mean": round(statistics.fmean(ms), 2)}
+    if requests and any(r for r, _a in requests):
+        first = [r for r, a in requests if a == 1]
+        out["requests_per_turn_answered_at_once"] = max(first) if first else 0
+        out["requests_per_turn_max"] = max(r for r, _a in requests)
+        out["requests_per_attempt_max"] = max(round((r - 1) / a, 2) for r, a in requests)  # the start, then one per attempt
+        out["requests_per_turn_mean"] = round(statistics.fmean(r for r, _a in requests), 2)
+    return out
 
 
 ACTOR_HOST = """
 import json, sys, anyio
 from pathlib import Path
 from vmem._bus_nats import NatsBus
-from vmem._api import embedded_actors
 from vmem._home import Home
-from vmem.actors.runtime import ActorRuntime
+from vmem.actors.hosting import build_actors
 
 async def main():
-    home = Home.open(Path(sys.argv[2]))
+    home = Home.init(Path(sys.argv[2]))
     async with await NatsBus.connect(sys.argv[1]) as bus:
-        actors = embedded_actors(home, bus)
-        async with ActorRuntime(bus, actors).running():
+        async with build_actors(home, bus).runtime(bus).running():
             print(json.dumps({"event": "ready"}), flush=True)
             await anyio.sleep_forever()
 
@@ -233,7 +260,7 @@ anyio.run(main, backend="asyncio")
 """
 
 
-async def turn_latency(url: str, workdir: Path, n: int, budget: int) -> dict[str, Any]:
+async def turn_latency(url: str, workdir: Path, n: int, budget: int, monitor: str) -> dict[str, Any]:
     doc = workdir / "handbook.md"
     doc.write_text(handbook())
     ns = "bench/turns"
@@ -241,36 +268,28 @@ async def turn_latency(url: str, workdir: Path, n: int, budget: int) -> dict[str
 
     # In process: LocalBus, LMDB log (vmem's embedded mode).
     async with Vmem.open(workdir / "embedded", create=True) as vm:
-        out["inprocess"] = stats(await turns(vm, ns, doc, n, budget))
+        vm.bus = CountingBus(vm.bus)  # type: ignore[assignment]
+        out["inprocess"] = stats(*await turns(vm, ns, doc, n, budget))
 
-    # The NATS bus alone: actors on their own connection in this process, the same
-    # home (one view, one fold): the difference from in process is the transport.
+    # The NATS bus alone: the actors on their own connection in this process, the
+    # client on another: the difference from in process is the transport.
     same = Home.init(workdir / "same")
     actor_bus = await NatsBus.connect(url)
     client_bus = await NatsBus.connect(url)
     try:
-        actors = embedded_actors(same, actor_bus)
-        async with ActorRuntime(actor_bus, actors).running():
-            out["nats_same_process"] = stats(await turns(Vmem(same, client_bus), ns, doc, n, budget))
+        async with build_actors(same, actor_bus).runtime(actor_bus).running():
+            out["nats_same_process"] = stats(*await turns(Client(CountingBus(client_bus)), ns, doc, n, budget))  # type: ignore[arg-type]
     finally:
         await client_bus.aclose()
         await actor_bus.aclose()
         await same.aclose()
 
-    # Over NATS: the actors in another process, every request through nats-server;
-    # the same embedded LMDB log, shared by both processes, so only the bus differs.
-    home = workdir / "shared"
-    Home.init(home).env.close()
-    [host] = await anyio.to_thread.run_sync(start_children, [[sys.executable, "-c", ACTOR_HOST, url, str(home)]], workdir)
+    # Over NATS: the actors (and their LMDB home) in another process; this client has a NATS connection only.
+    [host] = await anyio.to_thread.run_sync(
+        start_children, [[sys.executable, "-c", ACTOR_HOST, url, str(workdir / "host")]], workdir)
     try:
-        bus = await NatsBus.connect(url)
-        opened = Home.open(home)
-        try:
-            out["nats"] = stats(await turns(Vmem(opened, bus), ns, doc, n, budget))
-        finally:
-            await bus.aclose()
-            await opened.aclose()
-            opened.env.close()
+        async with await NatsBus.connect(url) as bus:
+            out["nats"] = stats(*await turns(Client(CountingBus(bus)), ns, doc, n, budget))  # type: ignore[arg-type]
     finally:
         await anyio.to_thread.run_sync(host.stop)
 
@@ -279,14 +298,14 @@ async def turn_latency(url: str, workdir: Path, n: int, budget: int) -> dict[str
     children = await anyio.to_thread.run_sync(
         start_children,
         [
-            [*cli(), "serve", "--nats", url, "--prefix", prefix, "--json", "--home", str(workdir / "serve")],
+            [*cli(), "serve", "--nats", url, "--prefix", prefix, "--json", "--home", str(workdir / "serve"), "--monitor", monitor],
             [*cli(), "worker", "compressor", "--nats", url, "--prefix", prefix, "--json", "--home", str(workdir / "worker")],
         ],
         workdir,
     )
     try:
-        async with connect(url, home=workdir / "client", prefix=prefix) as vm:
-            out["nats_jetstream"] = stats(await turns(vm, ns, doc, n, budget))
+        async with await NatsBus.connect(url) as bus:
+            out["nats_jetstream"] = stats(*await turns(Client(CountingBus(bus)), ns, doc, n, budget))  # type: ignore[arg-type]
     finally:
         await anyio.to_thread.run_sync(lambda: [c.stop() for c in children])
     return out
@@ -341,7 +360,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             ext = await throughput(server.url, workdir, w, 0.0, args.extractive_jobs)
             result["workers"][str(w)] = {"simulated_jobs_per_s": round(sim, 1), "extractive_jobs_per_s": round(ext, 1)}
             log(f"{w} worker(s): simulated (50 ms model) {sim:.1f} jobs/s, extractive {ext:.1f} jobs/s")
-        result["turn_ms"] = await turn_latency(server.url, workdir, args.turns, args.budget)
+        result["turn_ms"] = await turn_latency(server.url, workdir, args.turns, args.budget, server.monitor_url)
         t = result["turn_ms"]
         log(f"turn: in process p50 {t['inprocess']['p50']} ms p99 {t['inprocess']['p99']} ms; "
             f"NATS bus, same process p50 {t['nats_same_process']['p50']} ms; "
@@ -362,6 +381,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     for name in ("nats_same_process", "nats", "nats_jetstream"):
         checks[f"{name}_turn_p50_added_ms"] = round(t[name]["p50"] - t["inprocess"]["p50"], 2)
     checks["nats_turn_p50_added_ok"] = checks["nats_turn_p50_added_ms"] <= TARGETS["nats_turn_p50_added_ms"]
+    checks["requests_per_turn"] = max(t[name].get("requests_per_turn_answered_at_once", 0)
+                                      for name in ("inprocess", "nats", "nats_jetstream"))
+    checks["requests_per_turn_ok"] = checks["requests_per_turn"] <= TARGETS["requests_per_turn"]
     result["targets"] = dict(TARGETS)
     result["checks"] = checks
     return result

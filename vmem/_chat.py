@@ -33,7 +33,7 @@ class StepClient(Protocol):
     async def pack_step(self, ns: str, turn: int, step: int, *, profile: ModelProfile, query: str = "") -> PackReply: ...
 
     async def reduce(self, ns: str, turn: int, step: int, reply: ModelReply, *, model_name: str, profile: ModelProfile,
-                     agent_tools: Sequence[str] = (), when: str = "") -> ReduceReply: ...
+                     agent_tools: Sequence[str] = (), when: str = "", pack_next: bool = False) -> ReduceReply: ...
 
     async def tool_results(self, ns: str, turn: int, results: Sequence[tuple[str, str]]) -> ToolResultsReply: ...
 
@@ -71,6 +71,7 @@ class StepOutcome(msgspec.Struct, frozen=True):
     errors: tuple[str, ...]
     fault: bool
     ended: bool  # the reducer recorded the turn's end
+    next: PackReply | None = None  # the next step's prompt, when asked for and the turn goes on
 
 
 async def submit_step(
@@ -84,11 +85,12 @@ async def submit_step(
     profile: ModelProfile,
     tools: Sequence[AgentTool] = (),
     when: str = "",
+    pack_next: bool = False,
 ) -> StepOutcome:
     """Hand a model reply to the reducer (which resolves a fault it asks for), then run the agent's tools."""
     agent_tools: Mapping[str, AgentTool] = {t.name: t for t in tools}
     red = await client.reduce(ns, turn, step, reply, model_name=model_name, profile=profile,
-                              agent_tools=tuple(agent_tools), when=when)
+                              agent_tools=tuple(agent_tools), when=when, pack_next=pack_next)
     errors = tuple(red.errors) + ((red.error,) if red.outcome == "error" and red.error else ())
     if red.agent_calls:
         results = [(c.id, await run_tool(agent_tools, c)) for c in red.agent_calls]
@@ -97,7 +99,7 @@ async def submit_step(
     return StepOutcome(
         done=done, reply=red.answer, outcome=red.outcome, heartbeat=red.heartbeat,
         calls=tuple(c.name for c in reply.tool_calls), errors=errors, fault=red.outcome == "fault",
-        ended=red.outcome == "answer",
+        ended=red.outcome == "answer", next=red.next,
     )
 
 
@@ -122,12 +124,14 @@ async def chat_turn(
     faults = 0
     step = 0
     done = ended = False
+    got: StepOutcome | None = None
     for step in range(max_steps):
         if step > 0:
-            packed = await client.pack_step(ns, turn, step, profile=profile)
+            packed = got.next if got is not None and got.next is not None else await client.pack_step(ns, turn, step, profile=profile)
         faults += 1 if packed.fault else 0
         out = await model.complete(packed.prompt, packed.messages, specs)
-        got = await submit_step(client, ns, turn, step, out, model_name=model.name, profile=profile, tools=tools, when=when)
+        got = await submit_step(client, ns, turn, step, out, model_name=model.name, profile=profile, tools=tools, when=when,
+                                pack_next=step + 1 < max_steps)
         calls += got.calls
         errors += got.errors
         faults += 1 if got.fault else 0

@@ -64,6 +64,8 @@ from vmem.schemas.messages import (
     ReduceRequest,
     ReplayReport,
     ReplayRequest,
+    SearchReply,
+    SearchRequest,
     Slot,
     SlotRequest,
     Snapshot,
@@ -186,7 +188,8 @@ class Client:
         With `prefetch` (the default) the pager pages in for the question
         before the model sees it; without, paging is on demand: only the
         model's page faults load anything.  A turn answered at once costs two
-        requests: the pager's (start, page in, pack) and the reducer's.
+        requests: the pager's (start, page in, pack) and the reducer's; each
+        further attempt one more (the reducer resolves the fault and packs).
         """
         question = question.strip()
         if not question:
@@ -194,32 +197,30 @@ class Client:
         validate_namespace(ns)
         model = model or OfflineModel()
         prof = resolve_profile(budget, profile, model.name)
-        await self.state(ns)  # a clear error for a namespace that does not exist
         begin = TurnBegin(message=question, model=model.name, mode="ask", key=uuid.uuid4().hex)
         faults = 0
         loaded: list[str] = []
         evicted: list[str] = []
         summaries: list[str] = []
         answer, cited, answered = "", (), False
-        turn = 0
+        packed = await self._call(ns, "pager", "turn", TurnRequest(
+            ns=ns, budget=prof.budget, profile=prof.name, tokenizer=prof.tokenizer,
+            query=question if prefetch else "", begin=begin,
+        ), PackReply)
+        turn = packed.turn
         attempt = 0
-        packed: PackReply | None = None
         for attempt in range(max_faults + 1):
-            packed = await self._call(ns, "pager", "turn", TurnRequest(
-                ns=ns, turn=turn, attempt=attempt, budget=prof.budget, profile=prof.name, tokenizer=prof.tokenizer,
-                query=question if prefetch else "", begin=begin if attempt == 0 else None,
-            ), PackReply)
-            turn = packed.turn
             if packed.fault:
                 faults += 1
                 loaded += packed.loaded
                 evicted += packed.evicted
                 summaries += packed.summaries
             reply = await model.complete(packed.prompt, packed.messages)
+            # Resolves a fault the reply asks for and packs the next attempt: one round trip an attempt.
             red = await self._call(ns, "reducer", "reduce", ReduceRequest(
                 ns=ns, turn=turn, attempt=attempt, model=model.name, text=reply.text, input_tokens=reply.input_tokens,
-                output_tokens=reply.output_tokens, budget=prof.budget if attempt < max_faults else None,
-                tokenizer=prof.tokenizer,
+                output_tokens=reply.output_tokens, budget=prof.budget, tokenizer=prof.tokenizer, profile=prof.name,
+                pack_next=attempt < max_faults,
             ), ReduceReply)
             if red.outcome == "answer":
                 answer, cited, answered = red.answer, red.cited, True
@@ -229,10 +230,12 @@ class Client:
                 loaded += red.fault.loaded
                 evicted += red.fault.evicted
                 summaries += red.fault.summaries
+            if red.next is None:
+                break
+            packed = red.next
         if not answered:
             answer = f"No answer: the pages faulted in over {attempt + 1} attempts did not hold it."
             await self.end_turn(ns, turn, answer)
-        assert packed is not None
         return AskResult(
             ns=ns, turn=turn, answer=answer, cited=tuple(cited), answered=answered, attempts=attempt + 1,
             faults=faults, evictions=len(evicted), loaded=tuple(loaded), evicted=tuple(evicted),
@@ -291,12 +294,16 @@ class Client:
         ), PackReply)
 
     async def reduce(self, ns: str, turn: int, step: int, reply: ModelReply, *, model_name: str, profile: ModelProfile,
-                     agent_tools: Sequence[str] = (), when: str = "") -> ReduceReply:
-        """Hand one model reply to the reducer (a page fault it asks for is resolved before it answers)."""
+                     agent_tools: Sequence[str] = (), when: str = "", pack_next: bool = False) -> ReduceReply:
+        """Hand one model reply to the reducer (a page fault it asks for is resolved before it answers).
+
+        With `pack_next`, a reply that leaves the turn open (and no agent tool
+        to run) comes back with the next step's prompt (`ReduceReply.next`).
+        """
         return await self._call(ns, "reducer", "reduce", ReduceRequest(
             ns=ns, turn=turn, attempt=step, model=model_name, text=reply.text, tool_calls=reply.tool_calls,
             agent_tools=tuple(agent_tools), input_tokens=reply.input_tokens, output_tokens=reply.output_tokens,
-            when=when, budget=profile.budget, tokenizer=profile.tokenizer,
+            when=when, budget=profile.budget, tokenizer=profile.tokenizer, profile=profile.name, pack_next=pack_next,
         ), ReduceReply)
 
     async def tool_results(self, ns: str, turn: int, results: Sequence[tuple[str, str]]) -> ToolResultsReply:
@@ -445,6 +452,12 @@ class Client:
                         if not wanted or type(stored.event) in wanted:
                             yield stored
                     after = note.last
+
+    async def search(self, ns: str, query: str, *, limit: int = 20,
+                     kinds: Sequence[str] = ("page", "summary", "message", "fact", "tool_call", "tool_result")) -> SearchReply:
+        """Search the namespace's stored blocks (recall and archival storage) as the pager does: fused candidates."""
+        return await self._call(ns, "retriever", "search",
+                                SearchRequest(ns=ns, query=query, limit=limit, kinds=tuple(kinds)), SearchReply)
 
     # -- reading -----------------------------------------------------------------
 

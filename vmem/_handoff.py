@@ -81,6 +81,16 @@ def grant_allows(source_ns: str, target_ns: str, source_grants: State | None) ->
     return agents is not None and (agents == "*" or dst_agent in agents.split(","))
 
 
+def check_grant(source_ns: str, target_ns: str, source_grants: State | None) -> None:
+    """AccessDenied unless `target_ns` may take pointers from `source_ns` (see :func:`grant_allows`)."""
+    if not grant_allows(source_ns, target_ns, source_grants):
+        src, dst = subject_tokens(source_ns)[0], subject_tokens(target_ns)[0]
+        raise AccessDenied(
+            f"hand-off from {source_ns} into {target_ns} crosses tenants ({src} -> {dst}) and {src} has granted {dst} "
+            f"nothing; the source tenant runs `vmem grant --tenant {src} --to {dst}` first"
+        )
+
+
 def import_events(
     ns: str,
     source_ns: str,
@@ -91,12 +101,7 @@ def import_events(
     """The import of `exported` (an event of `source_ns`) into `ns`, if the grant rule allows it."""
     if source_ns == ns:
         raise UsageError(f"{ns} cannot import its own hand-off")
-    if not grant_allows(source_ns, ns, source_grants):
-        src, dst = subject_tokens(source_ns)[0], subject_tokens(ns)[0]
-        raise AccessDenied(
-            f"hand-off from {source_ns} into {ns} crosses tenants ({src} -> {dst}) and {src} has granted {dst} "
-            f"nothing; the source tenant runs `vmem grant --tenant {src} --to {dst}` first"
-        )
+    check_grant(source_ns, ns, source_grants)
     summaries = tuple(b for b in exported.blocks if b in source.summaries)
     resident = tuple(b for b in exported.blocks if b not in source.summaries)
     slots = tuple((label, source.slots[label][0]) for label, _version in exported.slots if label in source.slots)

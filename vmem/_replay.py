@@ -17,6 +17,7 @@ are skipped here too (and counted), so replay and the live view agree.
 from __future__ import annotations
 
 from vmem._home import Home
+from vmem._log import Log
 from vmem._pack import pack_state
 from vmem._paging import decide_fault
 from vmem._state import State, decode_snapshot, encode_snapshot, fold, state_hash
@@ -28,7 +29,7 @@ from vmem.schemas.messages import Candidate, ReplayReport
 _PAGE_EVENTS = (PageFaultRaised, PageEvicted, PageLoaded)
 
 
-async def fold_log(home: Home, ns: str, state: State, *, after: int = 0, until: int | None = None,
+async def fold_log(log: Log, ns: str, state: State, *, after: int = 0, until: int | None = None,
                    rejected: list[Rejected] | None = None) -> tuple[int, int]:
     """Fold a namespace's checked events (after `after`, up to `until`) into `state`: (count, last seq).
 
@@ -36,11 +37,11 @@ async def fold_log(home: Home, ns: str, state: State, *, after: int = 0, until: 
     its memory map); otherwise reads in batches.
     """
     sink = rejected.append if rejected is not None else (lambda _r: None)
-    fast = getattr(home.log, "fold_into", None)
+    fast = getattr(log, "fold_into", None)
     if fast is not None:
         return fast(ns, state, after=after, until=until, on_reject=sink)
     n, last = 0, after
-    async for batch, covered in checked_batches(home.log, ns, after=after, until=until, batch=8192, on_reject=sink):
+    async for batch, covered in checked_batches(log, ns, after=after, until=until, batch=8192, on_reject=sink):
         fold((s.event for s in batch), state)
         n += len(batch)
         last = covered
@@ -56,7 +57,7 @@ async def replay(home: Home, ns: str, *, until: int | None = None, verify: bool 
     checked = equal = mismatch = 0
     decided = same = differ = 0
     if not verify:
-        events, last = await fold_log(home, ns, state, until=until, rejected=rejected)
+        events, last = await fold_log(home.log, ns, state, until=until, rejected=rejected)
     else:
         before_run: State | None = None  # the state before the current run of page events
         async for batch, covered in checked_batches(home.log, ns, until=until, batch=8192, on_reject=rejected.append):
@@ -123,5 +124,5 @@ async def _live_hash(home: Home, ns: str, until: int | None) -> str:
     # newest snapshot at or before it, plus the events after.
     snap = home.snapshots.load(ns, at_most=until)
     after, state = snap if snap is not None else (0, State(ns=ns))
-    await fold_log(home, ns, state, after=after, until=until)
+    await fold_log(home.log, ns, state, after=after, until=until)
     return state_hash(state)
