@@ -111,3 +111,7 @@ def test_trio_is_refused_with_a_clear_error(nats_server: NatsServer) -> None:
 def test_redact_url() -> None:
     assert redact_url("nats://acme:s3cret@host:4222") == "nats://acme:***@host:4222"
     assert redact_url("nats://host:4222") == "nats://host:4222"
+    # Characters a URL parser takes for the end of the authority never leak the rest of a password.
+    for password in ("pa/ss", "pa#ss", "p?a@ss", "a/b#c@d"):
+        shown = redact_url(f"nats://acme:{password}@host:4222")
+        assert shown == "nats://acme:***@host:4222" and "ss" not in shown.split("@")[0]

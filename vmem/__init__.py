@@ -28,7 +28,7 @@ from vmem._model import Model, ModelReply, ToolSpec
 from vmem._namespace import validate_namespace
 from vmem._offline_model import OfflineModel
 from vmem._profile import ModelProfile, get_profile, profile_for_budget
-from vmem._state import State, state_hash
+from vmem._state import State, fold, state_hash
 from vmem._tokens import Tokenizer, get_tokenizer
 from vmem._vmem import Vmem, connect
 from vmem.schemas.events import Event
@@ -140,6 +140,7 @@ __all__ = [
     "profile_for_budget",
     "sample_handbook",
     "state_hash",
+    "fold",
     "validate_namespace",
 ]
 __version__ = "0.1.0"

@@ -93,12 +93,23 @@ def require_asyncio(what: str) -> None:
 
 
 def redact_url(url: str) -> str:
-    """`url` without its password, for messages and logs."""
-    parts = urlsplit(url if "://" in url else f"nats://{url}")
-    if parts.password is None:
+    """`url` without its password, for messages and logs.
+
+    Split by hand, not with urllib: a password may hold '/', '#', '?' or '@',
+    which would end the authority early for a URL parser and leave the secret
+    in what is shown.  The user information is whatever lies between the
+    scheme and the last '@' before the host.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    at = rest.rfind("@")
+    if at < 0:
         return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    userinfo, host = rest[:at], rest[at + 1 :]
+    user, colon, _password = userinfo.partition(":")
+    shown = f"{user}:***" if colon else user
+    return f"{scheme}{sep}{shown}@{host}"
 
 
 class _Violations:
@@ -331,7 +342,10 @@ class NatsConnection:
             try:
                 return await self.nc.request(subject, data, timeout=timeout, headers=dict(headers) if headers else None)
             except nats_errors.NoRespondersError:
-                raise NoResponders(f"no subscriber for request on {subject!r}: start the actor that serves it, or check the subject") from None
+                raise NoResponders(
+                    f"nobody answers {subject!r} for these credentials: a tenant reaches only its own namespaces' "
+                    f"subjects, and only while a `vmem serve` hosting them runs"
+                ) from None
             except nats_errors.TimeoutError:
                 inbox = bytes(self.nc._inbox_prefix).decode().lower()
                 if any(kind == "subscription" and subj.startswith(inbox) for kind, subj in self.violations.unclaimed):

@@ -516,7 +516,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--budget", type=int, default=1024, help="prompt budget in tokens (default 1024)")
     s.set_defaults(run=cmd_demo, demo=True)
     add_distributed_commands(sub, [base])
-    add_ops_commands(sub, [base], routes=tuple(ROUTES))
+    add_ops_commands(sub, [], routes=tuple(ROUTES))
     return p
 
 

@@ -100,9 +100,9 @@ async def session(home: Path, lines: list[str] | None, model: Model, budget: int
             for e in r.errors:
                 print(f"       [error shown to the model: {e}]", file=out)
             out.flush()
-        slot = vm._home.view(NS).state.slots.get("human")
+        slot = (await vm.slots(NS)).get("human")
         if slot is not None:
-            print(f"working context 'human' (version {slot[1]}): {slot[0]!r}", file=out)
+            print(f"working context 'human' (version {slot.version}): {slot.value!r}", file=out)
         rep = await vm.replay(NS)
         verdict = "equal" if rep.equal and rep.prompts_equal == rep.prompts_checked else "DIFFERENT"
         print(f"replay: {rep.events} events, state hash {rep.state_hash[:16]}, live {rep.live_state_hash[:16]}: "

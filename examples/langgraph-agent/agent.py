@@ -28,8 +28,8 @@ the same home remembers what the first was told:
 With no message arguments a short scripted session runs.
 
 The graph owns the step loop, so it uses vmem's per-step API:
-``Vmem.begin_turn`` (records the user message), ``Vmem.pack_step`` (pages in
-and packs the prompt), ``Vmem.submit_step`` (validates the model's reply,
+``Vmem.begin_turn`` (records the user message, pages in for it and packs the
+first step), ``Vmem.pack_step`` (packs a later step), ``Vmem.submit_step`` (validates the model's reply,
 applies memory functions, resolves page faults) and ``Vmem.end_turn``.
 ``Vmem.chat`` is the same loop without a graph.
 """
@@ -77,13 +77,13 @@ class VmemMemory:
         self.model_name = model_name
         self.profile = profile_for_budget(budget, name=model_name)
 
-    async def begin(self, message: str) -> int:
-        """Record the user message as the start of a new turn; its number."""
+    async def begin(self, message: str):
+        """Record the user message as the start of a new turn, page in for it and pack step 0 (its `turn`)."""
         return await self.vm.begin_turn(self.ns, message, profile=self.profile, model_name=self.model_name)
 
-    async def recall(self, turn: int, step: int, query: str):
-        """The packed context for this step (paged in for `query` on the first step)."""
-        return await self.vm.pack_step(self.ns, turn, step, profile=self.profile, query=query)
+    async def recall(self, turn: int, step: int):
+        """The packed context for a later step of the turn."""
+        return await self.vm.pack_step(self.ns, turn, step, profile=self.profile)
 
     async def remember(self, turn: int, step: int, reply: ModelReply):
         """Validate the model's reply and write it back (memory edits, searches, the answer)."""
@@ -112,8 +112,8 @@ def build_graph(memory: VmemMemory, model: Model, log=print):
 
     async def recall(state: AgentState) -> dict[str, Any]:
         step = state.get("step", -1) + 1
-        turn = state["turn"] if step else await memory.begin(state["message"])
-        ctx = await memory.recall(turn, step, state["message"] if step == 0 else "")
+        ctx = await memory.begin(state["message"]) if step == 0 else await memory.recall(state["turn"], step)
+        turn = ctx.turn
         log(f"  recall   turn {turn} step {step}: packed {ctx.prompt_tokens}/{memory.profile.budget} tokens, "
             f"{len(ctx.messages)} messages, sha256 {ctx.prompt_sha256[:12]}")
         return {"turn": turn, "step": step, "context": ctx}
