@@ -40,7 +40,7 @@ from vmem._state import State
 from vmem._view import Draft
 from vmem.actors.runtime import Caller, Route
 from vmem.actors.writer import Writer
-from vmem.errors import UnknownNamespace, UsageError, VmemError
+from vmem.errors import UsageError, VmemError
 from vmem.schemas.events import ErrorRaised, QueueFlushed, TurnStarted
 from vmem.schemas.messages import (
     CompressJob,
@@ -82,15 +82,6 @@ class Pager:
         if not query.strip():
             return SearchReply(candidates=())
         return await self.call(ns, "retriever", "search", SearchRequest(ns=ns, query=query, limit=SEARCH_LIMIT), SearchReply)
-
-    async def _require(self, ns: str) -> State:
-        view = self.home.view(ns)
-        await view.catch_up()
-        if view.pos == 0:
-            known = [n for n in await self.home.log.namespaces() if n.split("/")[0] == ns.split("/")[0]]
-            hint = f"known: {', '.join(known)}" if known else "the tenant has none yet"
-            raise UnknownNamespace(f"namespace {ns!r} has no events ({hint}); ingest into it first")
-        return view.state
 
     def _fault_in(
         self, draft: Draft, found: SearchReply, *, fault_id: str, turn: int, attempt: int, budget: int,
@@ -161,7 +152,7 @@ class Pager:
         turn = req.turn
         if req.begin is not None:
             if req.begin.mode == "ask":
-                await self._require(ns)  # a question needs something to answer from
+                await self.home.require_namespace(ns)  # a question needs something to answer from
             turn_no: list[int] = []
 
             def start(draft: Draft) -> None:
@@ -175,7 +166,7 @@ class Pager:
                 first = await self.home.log.read(ns, after=result.first_seq - 1, limit=result.last_seq - result.first_seq + 1)
                 turn = next(s.event.turn for s in first if isinstance(s.event, TurnStarted))
         else:
-            state = await self._require(ns)
+            state = (await self.home.require_namespace(ns)).state
             if turn < 1 or turn > state.turn:
                 raise UsageError(f"turn {turn} of {ns} has not started (turns so far: 1..{state.turn}); begin a turn first")
         sel: Selection | None = None
@@ -213,7 +204,7 @@ class Pager:
     async def fault(self, req: FaultRequest) -> FaultReply:
         """Resolve an explicit fault: a query to search for and/or block ids to load."""
         ns = req.ns
-        state = await self._require(ns)
+        state = (await self.home.require_namespace(ns)).state
         turn = req.turn or state.turn
         imported = [b for b in req.block_ids if b in state.imports]
         if imported:
@@ -242,7 +233,7 @@ class Pager:
 
     async def evict(self, req: EvictRequest) -> EvictReply:
         """Evict blocks on request; pinned blocks are refused (an error event says so)."""
-        state = await self._require(req.ns)
+        state = (await self.home.require_namespace(req.ns)).state
         turn = req.turn or state.turn
         decision, _result = await self.writer.commit(req.ns, lambda d: _added(d, decide_evict(d.state, req.ns, req.block_ids, turn=turn)))
         pages = evicted_pages(self.home.view(req.ns).state, decision.evicted)
@@ -252,7 +243,7 @@ class Pager:
 
     async def pin(self, req: PinRequest) -> PinReply:
         """Pin blocks (they become resident and are never evicted) or unpin them."""
-        state = await self._require(req.ns)
+        state = (await self.home.require_namespace(req.ns)).state
         turn = req.turn or state.turn
 
         def decide(draft: Draft) -> tuple[tuple[str, ...], tuple[str, ...]]:

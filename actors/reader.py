@@ -17,7 +17,7 @@ from vmem._replay import replay
 from vmem._state import state_hash
 from vmem._view import checked_batches
 from vmem.actors.runtime import Route
-from vmem.errors import UnknownBlock, UnknownNamespace, UnknownTurn, UsageError
+from vmem.errors import UnknownBlock, UnknownTurn, UsageError
 from vmem.schemas.events import EVENT_BY_TAG, PromptPacked
 from vmem.schemas.messages import (
     BlockReply,
@@ -61,22 +61,13 @@ class Reader:
             "namespaces": Route(self.namespaces, NamespacesRequest),
         }
 
-    async def _view(self, ns: str):  # type: ignore[no-untyped-def]
-        view = self.home.view(ns)
-        await view.catch_up()
-        if view.pos == 0:
-            known = [n for n in await self.home.log.namespaces() if n.split("/")[0] == ns.split("/")[0]]
-            hint = f"known: {', '.join(known)}" if known else "the tenant has no namespaces yet"
-            raise UnknownNamespace(f"namespace {ns!r} has no events ({hint}); ingest into it first")
-        return view
-
     async def read(self, req: ReadRequest) -> ReadReply:
         """Up to `limit` events after `after` (of the given types), never more than a reply can carry.
 
         `through` is how far the read looked (events of other types and
         skipped records included): the next read starts after it.
         """
-        view = await self._view(req.ns)
+        view = await self.home.require_namespace(req.ns)
         unknown = sorted(set(req.kinds) - set(EVENT_BY_TAG))
         if unknown:
             raise UsageError(f"unknown event types {unknown}; known: {', '.join(sorted(EVENT_BY_TAG))}")
@@ -99,7 +90,7 @@ class Reader:
         return ReadReply(events=tuple(out), through=through, head=max(view.pos, through))
 
     async def tail(self, req: TailRequest) -> ReadReply:
-        view = await self._view(req.ns)
+        view = await self.home.require_namespace(req.ns)
         log = self.home.log
         read_last = getattr(log, "read_last", None)
         if read_last is not None:  # the log can read backwards (LMDB: a reverse cursor)
@@ -118,7 +109,7 @@ class Reader:
 
     async def block(self, req: BlockRequest) -> BlockReply:
         """A stored block by id, or by a unique prefix of it (prompts show 12 hex digits)."""
-        view = await self._view(req.ns)
+        view = await self.home.require_namespace(req.ns)
         b = self.home.store.get(req.ns, req.block_id)
         if b is None and len(req.block_id) < 32:
             full = resolve(req.block_id, view.state.blocks)
@@ -130,7 +121,7 @@ class Reader:
 
     async def traces(self, req: TracesRequest) -> TracesReply:
         """Every packed-prompt trace of a turn, with its log sequence."""
-        view = await self._view(req.ns)
+        view = await self.home.require_namespace(req.ns)
         out = []
         async for batch, _covered in checked_batches(self.home.log, req.ns, batch=8192, on_reject=_ignore):
             out += [(s.seq, s.event) for s in batch if type(s.event) is PromptPacked and s.event.turn == req.turn]
@@ -139,7 +130,7 @@ class Reader:
         return TracesReply(traces=tuple(out))
 
     async def state(self, req: StateRequest) -> StateReply:
-        view = await self._view(req.ns)
+        view = await self.home.require_namespace(req.ns)
         async with view.lock:
             s = view.state
             slots = tuple((label, Slot(value=v[0], version=v[1], limit=v[2], readonly=bool(v[3])))
@@ -153,7 +144,7 @@ class Reader:
 
     async def replay(self, req: ReplayRequest) -> ReplayReport:
         """Re-fold the namespace's log (up to `until`) and compare with the live state."""
-        await self._view(req.ns)
+        await self.home.require_namespace(req.ns)
         return await replay(self.home, req.ns, until=req.until, verify=req.verify)
 
     async def namespaces(self, req: NamespacesRequest) -> NamespacesReply:

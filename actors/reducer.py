@@ -28,7 +28,7 @@ from vmem._state import State
 from vmem._view import Draft
 from vmem.actors.runtime import Caller, Route
 from vmem.actors.writer import Writer
-from vmem.errors import UnknownNamespace, UnknownTurn
+from vmem.errors import UnknownTurn
 from vmem.schemas.messages import (
     EndTurnReply,
     EndTurnRequest,
@@ -64,15 +64,8 @@ class Reducer:
             "end": Route(self.end, EndTurnRequest),
         }
 
-    async def _require(self, ns: str) -> State:
-        view = self.home.view(ns)
-        await view.catch_up()
-        if view.pos == 0:
-            raise UnknownNamespace(f"namespace {ns!r} has no events; start a turn first")
-        return view.state
-
     async def reduce(self, req: ReduceRequest) -> ReduceReply:
-        await self._require(req.ns)
+        await self.home.require_namespace(req.ns)
         # Untrusted text may hold unpaired surrogates: replaced rather than fail the turn.
         req = msgspec.structs.replace(
             req, text=valid_text(req.text),
@@ -149,13 +142,13 @@ class Reducer:
 
     async def tool_results(self, req: ToolResultsRequest) -> ToolResultsReply:
         """Record the agent's tool results, for calls that are still waiting for one."""
-        await self._require(req.ns)
+        await self.home.require_namespace(req.ns)
         reply, _result = await self.writer.commit(req.ns, lambda d: _decided(d, tool_results_reply(d.state, req)))
         return reply
 
     async def end(self, req: EndTurnRequest) -> EndTurnReply:
         """Close a turn the reducer did not close (no answer, or the steps ran out)."""
-        state = await self._require(req.ns)
+        state = (await self.home.require_namespace(req.ns)).state
         if req.turn < 1 or req.turn > state.turn:
             raise UnknownTurn(f"turn {req.turn} of {req.ns} has not started (turns so far: 1..{state.turn})")
         _out, result = await self.writer.commit(

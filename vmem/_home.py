@@ -94,13 +94,14 @@ class Home:
         return view
 
     async def require_namespace(self, ns: str) -> NamespaceView:
-        """The caught-up view of `ns`; UnknownNamespace if it has no events."""
+        """The caught-up view of `ns`; UnknownNamespace if it has no events (naming its tenant's others only)."""
         view = self.view(ns)
         await view.catch_up()
         if view.pos == 0:
-            known = await self.log.namespaces()
-            hint = f"known: {', '.join(known)}" if known else "this home is empty"
-            raise UnknownNamespace(f"namespace {ns!r} has no events in {self.path} ({hint}); ingest into it first")
+            tenant = ns.split("/")[0]
+            known = [n for n in await self.log.namespaces() if n.split("/")[0] == tenant]
+            hint = f"known: {', '.join(known)}" if known else f"tenant {tenant} has none yet"
+            raise UnknownNamespace(f"namespace {ns!r} has no events ({hint}); ingest into it first")
         return view
 
     def index_dir(self, ns: str) -> Path:
