@@ -44,6 +44,14 @@ class TestLocalBusGuarantees:
             assert [int(m.data) for m in await take(sub, 3)] == [i, i + 3, i + 6]
             assert sub.pending == 0
 
+    async def test_a_slow_consumer_is_bounded_in_bytes_too(self, bus: LocalBus) -> None:
+        slow = await bus.subscribe("big.x", pending_bytes=2500)
+        for k in range(5):
+            await bus.publish("big.x", bytes([k]) * 1000)
+        assert (slow.pending, slow.pending_bytes, slow.dropped) == (2, 2000, 3)
+        assert [m.data[0] for m in await take(slow, 2)] == [0, 1]
+        assert slow.pending_bytes == 0
+
     async def test_slow_consumer_drops_and_counts(self, bus: LocalBus) -> None:
         slow = await bus.subscribe("fast.x", pending_limit=3)
         roomy = await bus.subscribe("fast.x")

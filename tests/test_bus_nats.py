@@ -78,6 +78,16 @@ class TestNatsBusOnly:
             with pytest.raises(BusError):
                 await bus.request("x.y", b"?", timeout=1)
 
+    async def test_a_slow_consumer_is_bounded_in_bytes_too(self, bus: NatsBus) -> None:
+        slow = await bus.subscribe("big.x", pending_bytes=2500)
+        roomy = await bus.subscribe("big.x")
+        for k in range(5):
+            await bus.publish("big.x", bytes([k]) * 1000)
+        await take(roomy, 5)
+        await bus.flush()
+        assert (slow.pending, slow.pending_bytes, slow.dropped) == (2, 2000, 3)
+        assert [m.data[0] for m in await take(slow, 2)] == [0, 1]
+
     async def test_slow_consumer_drops_and_counts(self, bus: NatsBus) -> None:
         slow = await bus.subscribe("fast.x", pending_limit=3)
         roomy = await bus.subscribe("fast.x")

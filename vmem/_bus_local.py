@@ -34,7 +34,7 @@ from vmem._bus import (
     validate_queue,
     validate_subject,
 )
-from vmem._subscription import DEFAULT_PENDING_LIMIT, BufferedSubscription, check_limit
+from vmem._subscription import DEFAULT_PENDING_BYTES, DEFAULT_PENDING_LIMIT, BufferedSubscription, check_limit
 from vmem.errors import BusError, NoResponders, RequestTimeout, UsageError
 
 __all__ = ["DEFAULT_PENDING_LIMIT", "LocalBus", "LocalSubscription"]
@@ -43,9 +43,10 @@ class LocalSubscription(BufferedSubscription):
     """A subscription on a :class:`LocalBus`; iterate it to receive messages."""
 
     def __init__(
-        self, bus: LocalBus, sid: int, pattern: str, queue: str | None, pending_limit: int
+        self, bus: LocalBus, sid: int, pattern: str, queue: str | None, pending_limit: int,
+        pending_bytes: int = DEFAULT_PENDING_BYTES,
     ) -> None:
-        super().__init__(pattern, queue, pending_limit)
+        super().__init__(pattern, queue, pending_limit, pending_bytes)
         self._bus = bus
         self._sid = sid
 
@@ -195,17 +196,19 @@ class LocalBus:
         await cancel_shielded_checkpoint()
 
     async def subscribe(
-        self, pattern: str, *, queue: str | None = None, pending_limit: int | None = None
+        self, pattern: str, *, queue: str | None = None, pending_limit: int | None = None,
+        pending_bytes: int = DEFAULT_PENDING_BYTES,
     ) -> LocalSubscription:
         """Subscribe to `pattern`, optionally in queue group `queue`.
 
-        `pending_limit` overrides the bus's per-subscription buffer limit.
+        `pending_limit` overrides the bus's per-subscription buffer limit (messages);
+        `pending_bytes` bounds the payload bytes it buffers.
         """
         await checkpoint_if_cancelled()
         validate_pattern(pattern)
         validate_queue(queue)
         limit = self._default_limit if pending_limit is None else check_limit(pending_limit)
-        sub = self._add(pattern, queue, limit)
+        sub = self._add(pattern, queue, limit, check_limit(pending_bytes, "pending_bytes"))
         await cancel_shielded_checkpoint()
         return sub
 
@@ -300,9 +303,9 @@ class LocalBus:
             validate_subject(reply)
         return Msg(subject, validate_data(data), reply, validate_headers(headers))
 
-    def _add(self, pattern: str, queue: str | None, limit: int) -> LocalSubscription:
+    def _add(self, pattern: str, queue: str | None, limit: int, byte_limit: int = DEFAULT_PENDING_BYTES) -> LocalSubscription:
         self._check_open()
-        sub = LocalSubscription(self, self._next_sid, pattern, queue, limit)
+        sub = LocalSubscription(self, self._next_sid, pattern, queue, limit, byte_limit)
         self._next_sid += 1
         self._index.add(sub)
         if queue is not None:

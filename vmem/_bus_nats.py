@@ -58,7 +58,7 @@ from vmem._bus import (
     validate_queue,
     validate_subject,
 )
-from vmem._subscription import DEFAULT_PENDING_LIMIT, BufferedSubscription
+from vmem._subscription import DEFAULT_PENDING_BYTES, DEFAULT_PENDING_LIMIT, BufferedSubscription, check_limit
 from vmem.errors import AccessDenied, BusError, NoResponders, RequestTimeout, UsageError
 
 __all__ = [
@@ -383,8 +383,9 @@ class NatsConnection:
 class NatsSubscription(BufferedSubscription):
     """A subscription on a :class:`NatsBus`; iterate it to receive messages."""
 
-    def __init__(self, bus: NatsBus, pattern: str, queue: str | None, pending_limit: int) -> None:
-        super().__init__(pattern, queue, pending_limit)
+    def __init__(self, bus: NatsBus, pattern: str, queue: str | None, pending_limit: int,
+                 pending_bytes: int = DEFAULT_PENDING_BYTES) -> None:
+        super().__init__(pattern, queue, pending_limit, pending_bytes)
         self._bus = bus
         self._refused = 0
         self._nsub: Any = None
@@ -489,7 +490,8 @@ class NatsBus:
             ) from None
 
     async def subscribe(
-        self, pattern: str, *, queue: str | None = None, pending_limit: int | None = None
+        self, pattern: str, *, queue: str | None = None, pending_limit: int | None = None,
+        pending_bytes: int = DEFAULT_PENDING_BYTES,
     ) -> NatsSubscription:
         """Subscribe to `pattern`, optionally in queue group `queue`.
 
@@ -500,9 +502,10 @@ class NatsBus:
         self._check_open()
         validate_pattern(pattern)
         validate_queue(queue)
-        if pending_limit is not None and (isinstance(pending_limit, bool) or not isinstance(pending_limit, int) or pending_limit < 1):
-            raise UsageError(f"pending_limit must be a positive int, got {pending_limit!r}")
-        sub = NatsSubscription(self, pattern, queue, pending_limit or self._default_limit)
+        if pending_limit is not None:
+            check_limit(pending_limit)
+        sub = NatsSubscription(self, pattern, queue, pending_limit or self._default_limit,
+                               check_limit(pending_bytes, "pending_bytes"))
         try:
             sub._nsub = await self._conn.nc.subscribe(
                 pattern, queue=queue or "", cb=sub._on_msg, pending_msgs_limit=0, pending_bytes_limit=0
