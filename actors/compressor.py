@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from vmem._blocks import make_block
-from vmem._home import Home
-from vmem._model import Model
-from vmem._summarize import RATIO, extractive_summary
-from vmem._tokens import get_tokenizer
-from vmem._view import Draft
+from vmem.state.blocks import make_block
+from vmem.storage.home import Home
+from vmem.models.model import Model
+from vmem.assembly.summarize import RATIO, extractive_summary
+from vmem.assembly.tokens import get_tokenizer
+from vmem.storage.view import Draft
 from vmem.actors.runtime import Route
 from vmem.actors.writer import Writer
 from vmem.errors import ModelError, UnknownBlock

@@ -13,14 +13,14 @@ from collections.abc import Sequence
 
 import msgspec
 
-from vmem._bus import Bus
-from vmem._embed import Embedder
-from vmem._fusion import DEFAULT_POLICY, FusionPolicy
-from vmem._home import Home
-from vmem._jobs import JobQueue
-from vmem._model import Model
-from vmem._retrieve import Retriever
-from vmem._select import Policy
+from vmem.bus.bus import Bus
+from vmem.retrieval.embed import Embedder
+from vmem.retrieval.fusion import DEFAULT_POLICY, FusionPolicy
+from vmem.storage.home import Home
+from vmem.bus.jobs import JobQueue
+from vmem.models.model import Model
+from vmem.retrieval.retrievers import Retriever
+from vmem.paging.select import Policy
 from vmem.actors.compressor import Compressor
 from vmem.actors.memory import Memory
 from vmem.actors.packer import Packer

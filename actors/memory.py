@@ -3,19 +3,19 @@
 Documents (ingest batches), working-context slots, permissions, grants and
 hand-offs arrive here as requests, are checked against the namespace and
 tenant they arrived under (the subject), and are appended as events.  The
-decisions are library functions (:mod:`vmem._ingest`, :mod:`vmem._settings`,
-:mod:`vmem._handoff`); this actor gathers their inputs and appends.
+decisions are library functions (:mod:`vmem.assembly.ingest`, :mod:`vmem.agent.settings`,
+:mod:`vmem.paging.handoff`); this actor gathers their inputs and appends.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from vmem._handoff import check_grant, export_snapshot, grants_ns, import_events
-from vmem._home import Home
-from vmem._ingest import ingest_events
-from vmem._settings import grant_events, permission_events, slot_events
-from vmem._view import Draft
+from vmem.paging.handoff import check_grant, export_snapshot, grants_ns, import_events
+from vmem.storage.home import Home
+from vmem.assembly.ingest import ingest_events
+from vmem.agent.settings import grant_events, permission_events, slot_events
+from vmem.storage.view import Draft
 from vmem.actors.runtime import Caller, Route
 from vmem.actors.writer import Writer
 from vmem.errors import UnknownNamespace, UsageError

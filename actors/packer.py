@@ -3,16 +3,16 @@
 The trace (a PromptPacked event) is appended *as of* the state the prompt was
 packed from (optimistic concurrency), so re-folding the log to just before the
 trace and packing again yields the same bytes: replay re-renders and checks.
-Packing itself is :func:`vmem._pack.pack_state`, a function of the state.
+Packing itself is :func:`vmem.assembly.pack.pack_state`, a function of the state.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from vmem._home import Home
-from vmem._pack import Packed, pack_state, trace_event
-from vmem._view import Draft
+from vmem.storage.home import Home
+from vmem.assembly.pack import Packed, pack_state, trace_event
+from vmem.storage.view import Draft
 from vmem.actors.runtime import Route
 from vmem.actors.writer import Writer
 from vmem.schemas.messages import PackReply, PackRequest

@@ -3,7 +3,7 @@
 A turn's first request carries the user's message: the pager starts the
 turn, then (attempt 0) pages in for the turn's query as an implicit page
 fault: it asks the retriever for candidates, decides the resident set with
-:func:`vmem._paging.decide_fault` (score-aware or LRU), and appends the turn's
+:func:`vmem.paging.decisions.decide_fault` (score-aware or LRU), and appends the turn's
 start, the fault, the loads, the evictions and the resolution in one
 transaction, as of the state it decided on.  Then the packer packs.
 Explicit faults (a query or block ids, from the model or from a pipeline),
@@ -19,10 +19,10 @@ from collections.abc import Mapping
 
 import msgspec
 
-from vmem._handoff import grants_ns
-from vmem._home import Home
-from vmem._jobs import JobQueue
-from vmem._paging import (
+from vmem.paging.handoff import grants_ns
+from vmem.storage.home import Home
+from vmem.bus.jobs import JobQueue
+from vmem.paging.decisions import (
     SEARCH_LIMIT,
     begin_turn,
     decide_evict,
@@ -35,9 +35,9 @@ from vmem._paging import (
     queue_pressure,
     unresolved_fault,
 )
-from vmem._select import Policy, Selection
-from vmem._state import State
-from vmem._view import Draft
+from vmem.paging.select import Policy, Selection
+from vmem.state.fold import State
+from vmem.storage.view import Draft
 from vmem.actors.runtime import Caller, Route
 from vmem.actors.writer import Writer
 from vmem.errors import UsageError, VmemError

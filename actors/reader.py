@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from contextlib import aclosing
 
-from vmem._handoff import GRANTS_AGENT
-from vmem._home import Home
-from vmem._reduce import resolve
-from vmem._replay import replay
-from vmem._state import state_hash
-from vmem._view import checked_batches
+from vmem.paging.handoff import GRANTS_AGENT
+from vmem.storage.home import Home
+from vmem.agent.replies import resolve
+from vmem.storage.replay import replay
+from vmem.state.fold import state_hash
+from vmem.storage.view import checked_batches
 from vmem.actors.runtime import Route
 from vmem.errors import UnknownBlock, UnknownTurn, UsageError
 from vmem.schemas.events import EVENT_BY_TAG, PromptPacked

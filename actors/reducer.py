@@ -1,6 +1,6 @@
 """The reducer actor: turns model output into validated events.
 
-Model output is never ground truth: :mod:`vmem._reduction` checks it against
+Model output is never ground truth: :mod:`vmem.agent.reduction` checks it against
 the prompt that was actually packed for this turn and attempt (from the log,
 not from the caller) and against the functions the namespace allows.  This
 actor runs the searches a reply asks for (they read indexes), then appends
@@ -13,10 +13,10 @@ from collections.abc import Mapping, Sequence
 
 import msgspec
 
-from vmem._functions import PAGE_SIZE, ArchivalMemorySearch, Call, ConversationSearch, ConversationSearchDate
-from vmem._home import Home
-from vmem._memory import format_hits
-from vmem._reduction import (
+from vmem.agent.functions import PAGE_SIZE, ArchivalMemorySearch, Call, ConversationSearch, ConversationSearchDate
+from vmem.storage.home import Home
+from vmem.agent.memory import format_hits
+from vmem.agent.reduction import (
     check_calls,
     end_turn_events,
     reduce_calls_reply,
@@ -24,8 +24,8 @@ from vmem._reduction import (
     tool_results_reply,
     valid_text,
 )
-from vmem._state import State
-from vmem._view import Draft
+from vmem.state.fold import State
+from vmem.storage.view import Draft
 from vmem.actors.runtime import Caller, Route
 from vmem.actors.writer import Writer
 from vmem.errors import UnknownTurn

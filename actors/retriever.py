@@ -2,7 +2,7 @@
 
 Built in: BM25 over a tantivy index (plus an in-memory BM25 over the log's
 tail that is not yet committed), recency, and graph neighbours of the strong
-hits; plugins are any :class:`vmem._retrieve.Retriever`.  Each runs under a
+hits; plugins are any :class:`vmem.retrieval.retrievers.Retriever`.  Each runs under a
 timeout; a failing or slow one is reported in the reply, not fatal.  Indexes
 are caches: each records the log sequence it reflects and is committed in
 batches by ``sync`` (after ingest, or when the tail grows), never per turn.
@@ -16,14 +16,14 @@ from typing import Sequence
 import anyio
 import numpy as np
 
-from vmem._bm25 import Bm25Index, IndexBusy, TailIndex
-from vmem._embed import Embedder, HashingEmbedder
-from vmem._vectors import VectorIndex
-from vmem._fusion import DEFAULT_POLICY, FusionPolicy, fuse
-from vmem._home import Home
-from vmem._view import checked_batches
+from vmem.retrieval.bm25 import Bm25Index, IndexBusy, TailIndex
+from vmem.retrieval.embed import Embedder, HashingEmbedder
+from vmem.retrieval.vectors import VectorIndex
+from vmem.retrieval.fusion import DEFAULT_POLICY, FusionPolicy, fuse
+from vmem.storage.home import Home
+from vmem.storage.view import checked_batches
 from vmem.actors.runtime import Route
-from vmem._retrieve import RecencyRetriever, RetrievalContext, RetrievalQuery, Retriever, graph_neighbours
+from vmem.retrieval.retrievers import RecencyRetriever, RetrievalContext, RetrievalQuery, Retriever, graph_neighbours
 from vmem.schemas.events import BlockWritten
 from vmem.schemas.messages import SearchReply, SearchRequest, SyncReply, SyncRequest
 

@@ -33,10 +33,10 @@ import anyio
 import msgspec
 
 from vmem import errors
-from vmem._bus import Bus, Msg, answerable, subject_matches
-from vmem._namespace import subject, validate_namespace
-from vmem._ops_nats import request_tenant
-from vmem._rpc import call
+from vmem.bus.bus import Bus, Msg, answerable, subject_matches
+from vmem.state.namespace import subject, validate_namespace
+from vmem.nats.ops import request_tenant
+from vmem.bus.rpc import call
 from vmem.schemas.codec import decode, encode_as, is_json
 from vmem.schemas.messages import ErrorReply
 

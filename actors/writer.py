@@ -2,7 +2,7 @@
 
 :meth:`Writer.commit` runs a decision under the namespace view's lock: the
 decision folds the events it makes into the view as it goes (a
-:class:`~vmem._view.Draft`), and they are appended with ``expected_last``
+:class:`~vmem.storage.view.Draft`), and they are appended with ``expected_last``
 set to the position they were decided at.  If another writer got in first
 the log refuses the append, the view drops what it folded, catches up and the
 decision is made again; if the append commits, the view moves past it
@@ -16,11 +16,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from vmem._bus import Bus
-from vmem._home import Home
-from vmem._log import AppendResult
-from vmem._namespace import subject_tokens
-from vmem._view import Draft
+from vmem.bus.bus import Bus
+from vmem.storage.home import Home
+from vmem.storage.log import AppendResult
+from vmem.state.namespace import subject_tokens
+from vmem.storage.view import Draft
 from vmem.errors import BusError, ConcurrencyConflict, UsageError
 from vmem.schemas.codec import encode
 from vmem.schemas.events import ErrorRaised, Event

@@ -507,7 +507,7 @@ class ReplayReport(_Msg, tag="replay_report", kw_only=True):
     decisions_checked: int = 0
     decisions_equal: int = 0
     first_decision_mismatch: int = 0
-    rejected: int = 0  # stored records skipped by validation (see vmem/_validate.py)
+    rejected: int = 0  # stored records skipped by validation (see vmem/state/validate.py)
     first_rejected: int = 0
     rejected_reason: str = ""
 

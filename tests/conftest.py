@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from vmem._demo import handbook
+from vmem.client.sample import handbook
 
 
 @pytest.fixture(params=["asyncio", "trio"])

@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 from vmem import ModelReply, Vmem
-from vmem._agent import calculator_tool
+from vmem.agent.tools import calculator_tool
 from vmem.schemas.messages import Snapshot
 from vmem.errors import AccessDenied, UsageError
 from vmem.schemas import events as ev

@@ -8,8 +8,8 @@ import pytest
 
 import vmem
 from vmem import Vmem
-from vmem._tokens import get_tokenizer
-from vmem._rpc import call
+from vmem.assembly.tokens import get_tokenizer
+from vmem.bus.rpc import call
 from vmem.schemas.messages import FaultReply, FaultRequest, PackReply, ReduceReply, ReduceRequest, TurnRequest
 
 pytestmark = pytest.mark.anyio
@@ -113,7 +113,7 @@ async def test_untrusted_model_output_becomes_an_error_event(tmp_path, handbook_
 
 
 async def test_reopening_a_home_resumes_from_a_snapshot(tmp_path: Path, handbook_file: Path, monkeypatch):
-    import vmem._view as view_mod
+    import vmem.storage.view as view_mod
 
     monkeypatch.setattr(view_mod, "SNAPSHOT_EVERY", 50)
     async with Vmem.open(tmp_path / "home", create=True) as vm:

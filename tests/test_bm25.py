@@ -1,4 +1,4 @@
-"""Tests of vmem._bm25: the tantivy BM25 index cache and the in-memory bm25_rank."""
+"""Tests of vmem.retrieval.bm25: the tantivy BM25 index cache and the in-memory bm25_rank."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import tantivy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vmem._bm25 import _SIDECAR, Bm25Index, IndexBusy, bm25_rank, terms
+from vmem.retrieval.bm25 import _SIDECAR, Bm25Index, IndexBusy, bm25_rank, terms
 from vmem.errors import UsageError, VmemError
 
 DOCS = [
@@ -214,7 +214,7 @@ _CHILD = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from vmem._bm25 import Bm25Index, IndexBusy
+    from vmem.retrieval.bm25 import Bm25Index, IndexBusy
 
     ix = Bm25Index.open(Path(sys.argv[1]))
     if sys.argv[2] == "write":

@@ -11,8 +11,8 @@ from conformance.bus_suite import BusConformance, bounded_task_group, serve, tak
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vmem._bus import Bus, subject_matches, validate_pattern, validate_subject
-from vmem._bus_local import LocalBus
+from vmem.bus.bus import Bus, subject_matches, validate_pattern, validate_subject
+from vmem.bus.local import LocalBus
 from vmem.errors import UsageError
 
 

@@ -14,8 +14,8 @@ import pytest
 from conformance.bus_suite import BusConformance, bounded_task_group, rest, serve, take
 from natsserver import NatsServer, fresh_nats_server, nats_server  # noqa: F401 - fixtures
 
-from vmem._bus import Bus
-from vmem._bus_nats import NatsBus, NatsConnection, redact_url
+from vmem.bus.bus import Bus
+from vmem.nats.bus import NatsBus, NatsConnection, redact_url
 from vmem.errors import BusError, UsageError
 
 

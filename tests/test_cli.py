@@ -131,7 +131,7 @@ def test_corrupted_store_file(home: Path):
 
 
 def test_a_corrupted_log_record_is_named_by_sequence(loaded: Path):
-    from vmem._log_lmdb import LmdbLog
+    from vmem.storage.lmdb_log import LmdbLog
 
     log = LmdbLog.open(loaded / "store")
     raw = bytearray(log.raw_record(NS, 5))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from vmem._log_lmdb import LmdbLog
+from vmem.storage.lmdb_log import LmdbLog
 
 ROOT = Path(__file__).resolve().parents[1]
 NS = "crash/agent"
@@ -58,7 +58,7 @@ DRIVER = BATCH_SOURCE + textwrap.dedent(
 
     import anyio
 
-    from vmem._log_lmdb import LmdbLog
+    from vmem.storage.lmdb_log import LmdbLog
 
     async def main(path, ns, batches):
         log = LmdbLog.open(Path(path))

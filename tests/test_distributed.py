@@ -33,15 +33,15 @@ from natsserver import NatsServer, nats_server  # noqa: F401 - fixture
 from procs import Proc, procs, ready, start_serve as serve_proc, start_worker as worker_proc, vmem_cmd  # noqa: F401 - fixture
 
 from vmem import Vmem
-from vmem._blocks import make_block
-from vmem._bus_nats import NatsConnection
-from vmem._distributed import CACHE_MARKER, open_cache_home
-from vmem._home import Home
-from vmem._jobs_jetstream import JetStreamJobQueue
-from vmem._log import read_all
-from vmem._log_jetstream import JetStreamLog
-from vmem._log_lmdb import LmdbLog
-from vmem._state import State, fold, state_hash
+from vmem.state.blocks import make_block
+from vmem.nats.bus import NatsConnection
+from vmem.service.distributed import CACHE_MARKER, open_cache_home
+from vmem.storage.home import Home
+from vmem.nats.jobs import JetStreamJobQueue
+from vmem.storage.log import read_all
+from vmem.nats.jetstream_log import JetStreamLog
+from vmem.storage.lmdb_log import LmdbLog
+from vmem.state.fold import State, fold, state_hash
 from vmem.errors import ActorError, HomeError, UsageError
 from vmem.schemas import events as ev
 from vmem.schemas.messages import CompressDone, CompressJob
@@ -193,7 +193,7 @@ async def test_a_killed_worker_job_is_redelivered_and_committed_once(
             code = textwrap.dedent(
                 f"""
                 import json, os, anyio
-                from vmem._distributed import run_worker
+                from vmem.service.distributed import run_worker
                 def show(e): print(json.dumps(e), flush=True)
                 def die(job, done):
                     show({{"event": "committed", "job": job.job_id, "summary": done.summary_id}})
@@ -285,9 +285,9 @@ async def test_cache_homes_and_embedded_homes_do_not_mix(nats_server: NatsServer
 
 
 async def test_serve_hosts_only_the_namespaces_it_is_given(nats_server: NatsServer, tmp_path: Path, prefix: str) -> None:
-    from vmem._bus_nats import NatsBus
-    from vmem._distributed import serve
-    from vmem._rpc import call
+    from vmem.nats.bus import NatsBus
+    from vmem.service.distributed import serve
+    from vmem.bus.rpc import call
     from vmem.errors import NoResponders, UnknownNamespace
     from vmem.schemas.messages import PackReply, TurnRequest
 
@@ -310,7 +310,7 @@ async def test_serve_hosts_only_the_namespaces_it_is_given(nats_server: NatsServ
 
 async def test_serve_refuses_a_weaker_setup_unless_told(tmp_path: Path, prefix: str) -> None:
     """A server that syncs JetStream periodically may lose acknowledged appends: serve refuses it."""
-    from vmem._distributed import serve
+    from vmem.service.distributed import serve
 
     with tempfile.TemporaryDirectory(prefix="vmem-weak-") as tmp:
         weak = NatsServer(Path(tmp))
@@ -332,7 +332,7 @@ async def test_serve_refuses_a_weaker_setup_unless_told(tmp_path: Path, prefix: 
 POISON_WORKER = """
 import json, anyio
 import vmem.actors.compressor as compressor
-from vmem._distributed import run_worker
+from vmem.service.distributed import run_worker
 
 real = compressor.extractive_summary
 

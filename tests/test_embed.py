@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from vmem._embed import Embedder, HashingEmbedder
+from vmem.retrieval.embed import Embedder, HashingEmbedder
 from vmem.errors import UsageError
 
 TEXTS = [
@@ -72,7 +72,7 @@ def test_batch_does_not_change_a_row() -> None:
 def test_same_vectors_in_another_process_with_another_hash_seed() -> None:
     code = (
         "import hashlib, json, sys, numpy as np\n"
-        "from vmem._embed import HashingEmbedder\n"
+        "from vmem.retrieval.embed import HashingEmbedder\n"
         "texts = json.loads(sys.stdin.read())\n"
         "for tri in (False, True):\n"
         "    v = HashingEmbedder(char_trigrams=tri).embed(texts)\n"

@@ -13,8 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from vmem._embed import Embedder
-from vmem._embed_http import EmbeddingRequestError, OpenAIEmbedder
+from vmem.retrieval.embed import Embedder
+from vmem.retrieval.embed_http import EmbeddingRequestError, OpenAIEmbedder
 from vmem.errors import ModelError, UsageError
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vmem._embed import Embedder
-from vmem._embed_minilm import MiniLMEmbedder, ModelFilesError, default_model_dir
+from vmem.retrieval.embed import Embedder
+from vmem.retrieval.minilm import MiniLMEmbedder, ModelFilesError, default_model_dir
 
 DATA = Path(__file__).parent / "data"
 
@@ -36,7 +36,7 @@ def minilm() -> MiniLMEmbedder:
 def test_importing_and_constructing_loads_nothing() -> None:
     code = (
         "import sys\n"
-        "from vmem._embed_minilm import MiniLMEmbedder\n"
+        "from vmem.retrieval.minilm import MiniLMEmbedder\n"
         "e = MiniLMEmbedder()\n"
         "assert e.id == 'minilm-l6-v2/384' and e.dim == 384\n"
         "assert e.embed([]).shape == (0, 384)\n"

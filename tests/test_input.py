@@ -1,4 +1,4 @@
-"""Specification of vmem._input: which files ingest accepts, and line streaming."""
+"""Specification of vmem.assembly.text_input: which files ingest accepts, and line streaming."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vmem._input import MAX_LINE_CHARS, TextFileInfo, check_text_file, iter_lines
+from vmem.assembly.text_input import MAX_LINE_CHARS, TextFileInfo, check_text_file, iter_lines
 from vmem.errors import InputError, UsageError
 
 MIB = 2**20

@@ -14,10 +14,10 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-HOSTS = {"vmem/__init__.py", "vmem/_vmem.py", "vmem/_distributed.py", "vmem/cli.py"}
+HOSTS = {"vmem/__init__.py", "vmem/service/vmem.py", "vmem/service/distributed.py", "vmem/cli/main.py"}
 APPENDERS = {
     "actors/writer.py",  # the one way actors append
-    "vmem/_log_lmdb.py", "vmem/_log_jetstream.py",  # the logs
+    "vmem/storage/lmdb_log.py", "vmem/nats/jetstream_log.py",  # the logs
     "tools/bench_log.py", "tools/bench_scale.py",  # benchmarks of the logs themselves
 }
 _LOG_RECEIVER = re.compile(r"(^|\.|_)log_?$")

@@ -19,8 +19,8 @@ from conformance.bus_suite import take
 from conformance.log_suite import LogConformance, events_for, fresh_ns, only_events, read_everything
 from natsserver import NatsServer, fresh_nats_server, nats_server  # noqa: F401 - fixtures
 
-from vmem._log import AppendResult, Log
-from vmem._log_jetstream import STRIDE, JetStreamLog, stream_name
+from vmem.storage.log import AppendResult, Log
+from vmem.nats.jetstream_log import STRIDE, JetStreamLog, stream_name
 from vmem.errors import AccessDenied, ConcurrencyConflict, CorruptRecord, UsageError
 from vmem.schemas import events as ev
 
@@ -272,7 +272,7 @@ async def test_a_reader_sees_what_another_process_appended_before_telling_it(log
     new events at once.  Most of the reader's reads in between are answered
     locally (nothing announced), so this checks the announcements' order.
     """
-    from vmem._bus_nats import NatsBus, NatsConnection
+    from vmem.nats.bus import NatsBus, NatsConnection
 
     ns = fresh_ns()
     reader_conn = await NatsConnection.connect(nats_server.url)

@@ -18,9 +18,9 @@ import anyio
 import pytest
 from conformance.log_suite import LogConformance, events_for, read_everything
 
-from vmem._lmdb import _INITIAL_MAP
-from vmem._log import Log
-from vmem._log_lmdb import LmdbLog
+from vmem.storage.lmdb_env import _INITIAL_MAP
+from vmem.storage.log import Log
+from vmem.storage.lmdb_log import LmdbLog
 from vmem.errors import CorruptRecord
 from vmem.schemas import events as ev
 from vmem.schemas.codec import encode_record
@@ -199,7 +199,7 @@ WRITER = textwrap.dedent(
 
     import anyio
 
-    from vmem._log_lmdb import LmdbLog
+    from vmem.storage.lmdb_log import LmdbLog
     from vmem.schemas.events import BlockWritten, ErrorRaised
 
     path, name, batches, big = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])

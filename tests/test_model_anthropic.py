@@ -23,10 +23,10 @@ from typing import Any
 
 import pytest
 
-from vmem._http_retry import ModelHTTPError
-from vmem._model import Model, ModelReply, ToolSpec
-from vmem._model_anthropic import OPENING, AnthropicModel
-from vmem._model_config import model_from_env
+from vmem.models.http_retry import ModelHTTPError
+from vmem.models.model import Model, ModelReply, ToolSpec
+from vmem.models.anthropic import OPENING, AnthropicModel
+from vmem.models.config import model_from_env
 from vmem.errors import ModelError, UsageError
 from vmem.schemas.messages import ChatMessage, ToolCall
 

@@ -22,10 +22,10 @@ import pytest
 
 import httpx
 
-from vmem._http_retry import ModelHTTPError, Send, Sleep, backoff_delay, retry_plan
-from vmem._model import Model, ModelReply, ToolSpec
-from vmem._model_config import model_from_env
-from vmem._model_openai import OpenAIChatModel
+from vmem.models.http_retry import ModelHTTPError, Send, Sleep, backoff_delay, retry_plan
+from vmem.models.model import Model, ModelReply, ToolSpec
+from vmem.models.config import model_from_env
+from vmem.models.openai import OpenAIChatModel
 from vmem.errors import ModelError, UsageError
 from vmem.schemas.messages import ChatMessage, ToolCall
 

@@ -1,6 +1,6 @@
 """One NATS account per tenant: the configuration `vmem ops nats-config` writes, on a real nats-server.
 
-The servers run configurations made by the generator (vmem._ops_nats); a
+The servers run configurations made by the generator (vmem.nats.ops); a
 fake service, plain nats-py connected as ``vmem`` in the service account,
 answers every request it gets on ``vmem.>``.  Shown here: a tenant reaches
 its own client-facing routes and nothing else (not another tenant's, not the
@@ -32,9 +32,9 @@ import nats
 import pytest
 from natsserver import OPS_CONFIG, NatsServer, server_binary
 
-from vmem._cli_ops import add_ops_commands
-from vmem._log_jetstream import JetStreamLog
-from vmem._ops_nats import (
+from vmem.cli.ops import add_ops_commands
+from vmem.nats.jetstream_log import JetStreamLog
+from vmem.nats.ops import (
     MissingPassword,
     MonitoringUnreachable,
     NatsConfigError,
@@ -49,7 +49,7 @@ from vmem._ops_nats import (
     tenant_account,
     tenant_of_account,
 )
-from vmem._schema import ROUTES as CLIENT_ROUTES
+from vmem.client.schema import ROUTES as CLIENT_ROUTES
 from vmem.errors import UsageError, VmemError
 
 # A sample of client-facing routes, for the server-level tests.
@@ -582,7 +582,7 @@ def test_ops_config_is_the_generators_output() -> None:
 
 
 def vmem_ops(argv: list[str], *, routes: Sequence[str] | None = None, with_json_parent: bool = False) -> int:
-    """`vmem ...` with ops wired the way vmem/cli.py wires its commands (errors printed, exit code returned)."""
+    """`vmem ...` with ops wired the way vmem/cli/main.py wires its commands (errors printed, exit code returned)."""
     parents = []
     if with_json_parent:
         common = argparse.ArgumentParser(add_help=False)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from vmem._blocks import make_block
-from vmem._pack import PackInput, pack
-from vmem._state import State, fold
-from vmem._tokens import get_tokenizer
+from vmem.state.blocks import make_block
+from vmem.assembly.pack import PackInput, pack
+from vmem.state.fold import State, fold
+from vmem.assembly.tokens import get_tokenizer
 from vmem.errors import BudgetError
 from vmem.schemas import events as ev
 

@@ -17,7 +17,7 @@ import anyio
 import pytest
 
 from vmem import State, Vmem, state_hash
-from vmem._state import fold
+from vmem.state.fold import fold
 
 pytestmark = pytest.mark.anyio
 NS = "acme/pipe"

@@ -8,8 +8,8 @@ import anyio
 import pytest
 
 from vmem import ModelReply, Vmem
-from vmem._retrieve import RetrievalContext, RetrievalQuery
-from vmem._rpc import call
+from vmem.retrieval.retrievers import RetrievalContext, RetrievalQuery
+from vmem.bus.rpc import call
 from vmem.schemas.events import ErrorRaised, PageFaultRaised, PromptPacked
 from vmem.schemas.messages import EvictReply, EvictRequest, FaultReply, FaultRequest, SearchReply, SearchRequest
 

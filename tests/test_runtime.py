@@ -12,8 +12,8 @@ import msgspec
 import pytest
 
 from vmem import Vmem
-from vmem._namespace import subject
-from vmem._rpc import call
+from vmem.state.namespace import subject
+from vmem.bus.rpc import call
 from vmem.errors import AccessDenied, ActorError, SchemaError, UsageError
 from vmem.schemas import events as ev
 from vmem.schemas.codec import decode, encode
@@ -108,9 +108,9 @@ async def test_client_errors_keep_their_class(tmp_path: Path, handbook_file: Pat
 
 async def test_the_published_routes_are_the_actors_client_routes(tmp_path: Path):
     """What `vmem schema` and `vmem ops nats-config` publish is exactly what the actors serve to clients."""
-    from vmem._home import Home
-    from vmem._schema import ROUTES
-    from vmem._bus_local import LocalBus
+    from vmem.storage.home import Home
+    from vmem.client.schema import ROUTES
+    from vmem.bus.local import LocalBus
     from vmem.actors.hosting import build_actors
 
     home = Home.init(tmp_path / "home")

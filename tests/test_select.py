@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from vmem._blocks import make_block
-from vmem._memory import tool_pair
-from vmem._budget import DEFAULT_TABLE, SectionSpec
-from vmem._pack import PackInput, pack, render_block
-from vmem._select import select_resident
-from vmem._state import State, fold
-from vmem._tokens import get_tokenizer
+from vmem.state.blocks import make_block
+from vmem.agent.memory import tool_pair
+from vmem.assembly.budget import DEFAULT_TABLE, SectionSpec
+from vmem.assembly.pack import PackInput, pack, render_block
+from vmem.paging.select import select_resident
+from vmem.state.fold import State, fold
+from vmem.assembly.tokens import get_tokenizer
 from vmem.errors import BudgetError
 from vmem.schemas import events as ev
 from vmem.schemas.messages import Candidate
@@ -39,7 +39,7 @@ def tables(draw):
 def test_a_table_that_fills_background_before_retrieved_is_refused():
     import pytest
 
-    from vmem._budget import fill
+    from vmem.assembly.budget import fill
     from vmem.errors import UsageError
 
     bad = (*DEFAULT_TABLE[:3], SectionSpec("Background", 3, 0.5), SectionSpec("Retrieved", 4, 0.5))
@@ -92,7 +92,7 @@ def _apply(inp: PackInput, sel) -> PackInput:
 
 
 def _copy(state: State) -> State:
-    from vmem._state import decode_snapshot, encode_snapshot
+    from vmem.state.fold import decode_snapshot, encode_snapshot
 
     return decode_snapshot(encode_snapshot(state))
 

@@ -1,4 +1,4 @@
-"""Specification of vmem._split: streaming a document into pages of bounded size."""
+"""Specification of vmem.assembly.split: streaming a document into pages of bounded size."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vmem._split import MIN_MAX_TOKENS, SplitPage, split_pages
-from vmem._tokens import Tokenizer, get_tokenizer
+from vmem.assembly.split import MIN_MAX_TOKENS, SplitPage, split_pages
+from vmem.assembly.tokens import Tokenizer, get_tokenizer
 from vmem.errors import UsageError
 
 TOK = get_tokenizer("cl100k_base")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from hypothesis import given, settings, strategies as st
 
-from vmem._blocks import make_block
-from vmem._state import State, decode_snapshot, encode_snapshot, fold, state_hash
+from vmem.state.blocks import make_block
+from vmem.state.fold import State, decode_snapshot, encode_snapshot, fold, state_hash
 from vmem.schemas import events as ev
 
 NS = "t/a"

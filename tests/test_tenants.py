@@ -31,11 +31,11 @@ from natsserver import OPS_CONFIG, NatsServer
 from procs import Proc, ready, start_serve, start_worker
 
 from vmem import Vmem, sample_handbook
-from vmem._blocks import make_block
-from vmem._handoff import parse_snapshot, snapshot_digest
-from vmem._log_jetstream import JetStreamLog
-from vmem._rpc import call
-from vmem._tokens import get_tokenizer
+from vmem.state.blocks import make_block
+from vmem.paging.handoff import parse_snapshot, snapshot_digest
+from vmem.nats.jetstream_log import JetStreamLog
+from vmem.bus.rpc import call
+from vmem.assembly.tokens import get_tokenizer
 from vmem.errors import AccessDenied, NoResponders, UsageError
 from vmem.schemas import events as ev
 from vmem.schemas.codec import decode, encode
@@ -417,7 +417,7 @@ anyio.run(main, backend="asyncio")
 REPLAYER = """
 import anyio, json
 from vmem import Vmem, State, state_hash
-from vmem._state import fold
+from vmem.state.fold import fold
 
 async def main():
     async with Vmem.connect({url!r}, user="acme", password={pw!r}) as vm:

@@ -1,4 +1,4 @@
-"""Specification of vmem._tokens (tokenizers) and vmem._profile (token budgets)."""
+"""Specification of vmem.assembly.tokens (tokenizers) and vmem.assembly.profiles (token budgets)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vmem._profile import (
+from vmem.assembly.profiles import (
     MIN_BUDGET,
     ModelProfile,
     builtin_profiles,
     get_profile,
     profile_for_budget,
 )
-from vmem._tokens import TiktokenTokenizer, Tokenizer, get_tokenizer, known_tokenizers
+from vmem.assembly.tokens import TiktokenTokenizer, Tokenizer, get_tokenizer, known_tokenizers
 from vmem.errors import BudgetError, UsageError
 
 # --- tokenizers ---------------------------------------------------------------
@@ -85,9 +85,9 @@ def test_import_does_no_work_and_counting_needs_no_network() -> None:
             raise OSError("network used")
         socket.socket.connect = refuse
         socket.create_connection = refuse
-        import vmem._tokens
+        import vmem.assembly.tokens
         assert "tiktoken" not in sys.modules, "tiktoken imported at import time"
-        print(vmem._tokens.get_tokenizer("cl100k_base").count("hello world"))
+        print(vmem.assembly.tokens.get_tokenizer("cl100k_base").count("hello world"))
         """
     )
     out = subprocess.run(

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vmem._embed import HashingEmbedder
-from vmem._vectors import VectorIndex, VectorIndexError
+from vmem.retrieval.embed import HashingEmbedder
+from vmem.retrieval.vectors import VectorIndex, VectorIndexError
 
 DIM = 32
 EMBEDDER = "test/32"

@@ -38,11 +38,11 @@ import anyio
 import lmdb
 import msgspec
 
-from vmem._log import read_all
-from vmem._log_lmdb import LmdbLog
-from vmem._replay import fold_log
-from vmem._state import State, fold, state_hash
-from vmem._blocks import make_block
+from vmem.storage.log import read_all
+from vmem.storage.lmdb_log import LmdbLog
+from vmem.storage.replay import fold_log
+from vmem.state.fold import State, fold, state_hash
+from vmem.state.blocks import make_block
 from vmem.schemas import events as ev
 from vmem.schemas.codec import decode_record, encode_record
 

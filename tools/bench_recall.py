@@ -39,10 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit_json  # noqa: E402
 
 from vmem import Vmem  # noqa: E402
-from vmem._budget import SectionSpec  # noqa: E402
-from vmem._pack import PackInput  # noqa: E402
-from vmem._select import select_resident  # noqa: E402
-from vmem._tokens import get_tokenizer  # noqa: E402
+from vmem.assembly.budget import SectionSpec  # noqa: E402
+from vmem.assembly.pack import PackInput  # noqa: E402
+from vmem.paging.select import select_resident  # noqa: E402
+from vmem.assembly.tokens import get_tokenizer  # noqa: E402
 from vmem.actors.retriever import RetrieverActor  # noqa: E402
 from vmem.schemas.messages import Candidate, IngestReply, IngestRequest, PageIn, SearchRequest, SyncRequest  # noqa: E402
 
@@ -70,10 +70,10 @@ def turns_of(conversation: dict) -> list[tuple[int, str, list[dict]]]:
 
 def make_embedder(name: str):
     if name == "minilm":
-        from vmem._embed_minilm import MiniLMEmbedder
+        from vmem.retrieval.minilm import MiniLMEmbedder
 
         return MiniLMEmbedder()
-    from vmem._embed import HashingEmbedder
+    from vmem.retrieval.embed import HashingEmbedder
 
     return HashingEmbedder()
 

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import dir_mb, emit_json, rss_mb, summary_ms  # noqa: E402
 
 from vmem import Vmem  # noqa: E402
-from vmem._tokens import get_tokenizer  # noqa: E402
+from vmem.assembly.tokens import get_tokenizer  # noqa: E402
 from vmem.schemas.messages import IngestReply, IngestRequest, PackReply, PageIn, TurnBegin, TurnRequest  # noqa: E402
 
 NS = "bench/turn"
@@ -74,7 +74,7 @@ async def measure(home: Path, turns: int, rng: random.Random, vocab: list[str]) 
             if t > 10:  # warm-up turns are not counted
                 times.append(time.perf_counter() - start)
         # Baseline: bare BM25 top-50 and an exact count of what it returns.
-        from vmem._bm25 import Bm25Index
+        from vmem.retrieval.bm25 import Bm25Index
 
         assert vm._home is not None
         index = Bm25Index.open(vm._home.index_dir(NS) / "bm25")

@@ -17,7 +17,7 @@ Run (from the repository root):
     .venv/bin/python examples/chat-agent/agent.py                  # scripted session, temp home
     .venv/bin/python examples/chat-agent/agent.py --home /tmp/h    # keep the memory between runs
     echo "What is my name?" | .venv/bin/python examples/chat-agent/agent.py --home /tmp/h --stdin
-    .venv/bin/python examples/chat-agent/agent.py --model openai   # OPENAI_API_KEY etc., see vmem._model_config
+    .venv/bin/python examples/chat-agent/agent.py --model openai   # OPENAI_API_KEY etc., see vmem.models.config
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ from vmem import Model, OfflineModel, Vmem, VmemError
 
 # Not (yet) re-exported by `vmem`: the agent-tool type and its calculator, the
 # tool spec shape, and the environment-configured model adapters.
-from vmem._agent import AgentTool, calculator_tool
-from vmem._model import ToolSpec
-from vmem._model_config import model_from_env
+from vmem.agent.tools import AgentTool, calculator_tool
+from vmem.models.model import ToolSpec
+from vmem.models.config import model_from_env
 
 NS = "demo/chat-agent"
 PROFILE = Path(__file__).resolve().with_name("profile.json")

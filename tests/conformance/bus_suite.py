@@ -1,4 +1,4 @@
-"""Conformance tests every :class:`vmem._bus.Bus` implementation must pass.
+"""Conformance tests every :class:`vmem.bus.bus.Bus` implementation must pass.
 
 Subclass :class:`BusConformance` in a test module that provides a ``bus``
 fixture (an open bus, closed by the fixture afterwards) and an
@@ -19,7 +19,7 @@ import anyio
 import pytest
 from anyio.abc import TaskGroup
 
-from vmem._bus import Bus, Msg, Subscription
+from vmem.bus.bus import Bus, Msg, Subscription
 from vmem.errors import BusError, NoResponders, RequestTimeout, UsageError
 
 # Generous: only a broken bus comes near it, and it turns a hang into a failure.

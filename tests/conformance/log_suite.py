@@ -1,4 +1,4 @@
-"""Conformance tests every :class:`vmem._log.Log` implementation must pass.
+"""Conformance tests every :class:`vmem.storage.log.Log` implementation must pass.
 
 Subclass :class:`LogConformance` in a test module that provides:
 
@@ -32,9 +32,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vmem._blocks import make_block
-from vmem._log import AppendResult, Log, StoredEvent
-from vmem._state import State, apply, fold, state_hash
+from vmem.state.blocks import make_block
+from vmem.storage.log import AppendResult, Log, StoredEvent
+from vmem.state.fold import State, apply, fold, state_hash
 from vmem.errors import ConcurrencyConflict, InvalidNamespace, UsageError
 from vmem.schemas import events as ev
 

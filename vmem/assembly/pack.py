@@ -1,0 +1,392 @@
+"""The packer's pure logic: what each section holds, rendered and fitted exactly.
+
+``pack`` is a function of (state, block texts, token counts, budget): no I/O,
+no clock, ties broken by block id, so the same state packs to the same bytes.
+The rendered prompt puts the stable sections (System, Task, Tools) first and
+marks the end of that prefix as the cache boundary, so consecutive turns keep
+a byte-identical prefix for providers' prompt caching.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+
+import msgspec
+
+from vmem.assembly.budget import DEFAULT_TABLE, Item, SectionSpec, fill, section_footer, section_header
+from vmem.state.fold import State
+from vmem.assembly.tokens import Tokenizer, get_tokenizer
+from vmem.errors import BudgetError
+from vmem.schemas.events import BlockWritten, CandidateTrace, LeftOut, PromptPacked, SectionTrace
+from vmem.schemas.messages import ChatMessage, ToolCall
+
+if TYPE_CHECKING:
+    from vmem.paging.decisions import BlockSource
+
+# Render order: the stable prefix first (cacheable: instructions, tools and
+# the working context, which changes only when edited), then what changes per
+# turn.
+STABLE = ("System", "Task", "Tools", "State")
+RENDER_ORDER = ("System", "Task", "Tools", "State", "Plan", "Background", "Retrieved", "Recent")
+# The message queue (FIFO) holds every unflushed message; the pager flushes it
+# before it outgrows Recent's share.  A bound on what one pack looks at.
+RECENT_WINDOW = 256
+
+DEFAULT_TASK = "Answer the user's questions from the pages of the ingested documents."
+TOOLS_TEXT = (
+    "page_fault: when the Retrieved pages do not hold what you need, reply with one line\n"
+    "  PAGE_FAULT: <words to search for>      (or PAGE_FAULT: #<block id> for a known page)\n"
+    "and nothing else; vmem loads the pages and asks again.\n"
+    "answer: otherwise reply with the answer and cite each page you used as [block id]."
+)
+
+
+class Packed(msgspec.Struct, frozen=True):
+    prompt: str
+    messages: tuple[ChatMessage, ...]
+    tokens: int
+    sha256: str
+    sections: tuple[SectionTrace, ...]
+    left_out: tuple[LeftOut, ...]
+
+
+class PackInput(msgspec.Struct, frozen=True):
+    state: State
+    blocks: Mapping[str, BlockWritten]
+    block_tokens: Mapping[str, int]
+    turn: int
+    attempt: int
+    budget: int
+
+
+SHORT_ID = 12
+
+
+def short_id(block_id: str) -> str:
+    """How a prompt shows a block id: its first 12 hex digits (48 bits), like a short git hash."""
+    return block_id[:SHORT_ID]
+
+
+def render_block(b: BlockWritten) -> str:
+    """How a block appears in a prompt."""
+    attrs = dict(b.attrs)
+    if b.kind == "page":
+        where = attrs.get("heading") or attrs.get("source", "")
+        page = attrs.get("page")
+        label = f"{where} · page {page}" if page is not None else where
+        return f"[{short_id(b.block_id)}] {label}".rstrip() + f"\n{b.text}"
+    if b.kind == "summary":
+        return f"[{short_id(b.block_id)}] summary: {b.text}"
+    if b.kind == "tool_call":
+        name, arguments = _call_parts(b)
+        return f"assistant called {name}({arguments}) [call {attrs.get('call_id', '')}]"
+    if b.kind == "tool_result":
+        return f"tool result [call {attrs.get('call_id', '')}]: {b.text}"
+    if b.kind == "message":
+        when = attrs.get("when")
+        return f"{b.role}{' (' + when + ')' if when else ''}: {b.text}"
+    return f"[{short_id(b.block_id)}] {b.text}" if b.kind == "fact" else b.text
+
+
+class _StoredCall(msgspec.Struct):
+    name: str
+    arguments: str
+
+
+def _call_parts(b: BlockWritten) -> tuple[str, str]:
+    """(name, arguments) of a tool_call block; a block written by other code may hold plain text."""
+    try:
+        call = msgspec.json.decode(b.text, type=_StoredCall)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return "unknown", b.text
+    return call.name, call.arguments
+
+
+def chat_message(b: BlockWritten, text: str) -> ChatMessage:
+    """A conversation block as a role-tagged chat message."""
+    attrs = dict(b.attrs)
+    if b.kind == "tool_call":
+        name, arguments = _call_parts(b)
+        return ChatMessage(role="assistant", content="",
+                           tool_calls=(ToolCall(id=attrs.get("call_id", ""), name=name, arguments=arguments),))
+    if b.kind == "tool_result":
+        return ChatMessage(role="tool", content=b.text, tool_call_id=attrs.get("call_id", ""))
+    if b.kind == "summary":
+        return ChatMessage(role="user", content=f"[summary of the earlier conversation] {b.text}")
+    if b.role in ("user", "assistant"):
+        return ChatMessage(role=b.role, content=b.text)
+    return ChatMessage(role="user", content=text)
+
+
+def fifo(state: State) -> list[str]:
+    """The message queue: unflushed conversation blocks, oldest first."""
+    start = max(state.fifo_start, len(state.messages) - RECENT_WINDOW)
+    return state.messages[start:]
+
+
+def needed_blocks(state: State) -> list[str]:
+    """Ids whose text the packer may need for `state` (to fetch before packing)."""
+    ids = set(state.pinned)
+    ids.update(fifo(state))
+    if state.conversation_summary:
+        ids.add(state.conversation_summary)
+    ids.update(state.resident)
+    ids.update(background_summaries(state))
+    for bid in list(ids):
+        ids.update(partner for _kind, partner in state.edges.get(bid, ()) if _kind == "result_of")
+    return sorted(ids)
+
+
+BACKGROUND_WINDOW = 32  # the newest page summaries considered for Background
+
+
+def background_summaries(state: State) -> list[str]:
+    """Summaries of recently evicted pages, oldest first: the Background candidates."""
+    return state.page_summaries[-BACKGROUND_WINDOW:]
+
+
+def integrity_group(state: State, bid: str) -> str:
+    """A tool call and its result share a group: kept or dropped together."""
+    meta = state.blocks.get(bid)
+    if meta is None or meta.kind not in ("tool_call", "tool_result"):
+        return ""
+    for kind, other in state.edges.get(bid, ()):
+        if kind == "result_of":  # bid is the result; other is its call
+            return other
+    return bid if meta.kind == "tool_call" else ""
+
+
+def tool_partner(state: State, bid: str) -> str:
+    """The other half of a tool call/result pair: "" if `bid` is neither, or its call has no result yet."""
+    meta = state.blocks.get(bid)
+    if meta is None or meta.kind not in ("tool_call", "tool_result"):
+        return ""
+    if meta.kind == "tool_result":
+        return integrity_group(state, bid)
+    for kind, src in state.edges_in.get(bid, ()):
+        if kind == "result_of":
+            return src
+    return ""
+
+
+def _slots_text(s: State) -> str:
+    """The working context: each slot as a tagged block, in definition order."""
+    parts = []
+    for label in s.slot_order:
+        value, version, limit, readonly = s.slots[label]
+        flag = ", read-only" if readonly else ""
+        parts.append(f"<{label} version={version} chars={len(value)}/{limit}{flag}>\n{value}\n</{label}>")
+    return "\n".join(parts)
+
+
+def _plan_text(s: State, turn: int, attempt: int) -> str:
+    pages_resident = sum(1 for b in s.resident if b in s.blocks and s.blocks[b].kind != "system")
+    c = s.counters
+    lines = [
+        f"turn {turn}, step {attempt + 1}; blocks resident {pages_resident}, hot {len(s.hot)}, "
+        f"stored {c.get('blocks', 0)}, summaries {c.get('summaries', 0)}, faults {c.get('faults', 0)}, "
+        f"evictions {c.get('evictions', 0)}, queue flushes {c.get('flushes', 0)}",
+        "Answer the newest user message from what is here, citing pages as [block id]; fault if it is missing."
+        if attempt == 0 else "Act on the results above: answer, or call another function.",
+    ]
+    if s.pressure_warned and s.pressure_turn == turn:
+        lines.append("Memory pressure: the message queue is near its limit and older messages will be "
+                     "summarised soon; save what matters with core_memory_append or archival_memory_insert.")
+    # The model sees what was wrong with its last step (reducer errors).
+    if s.last_error:
+        lines.append(f"Last step was rejected: {s.last_error}")
+    return "\n".join(lines)
+
+
+class SectionItems(msgspec.Struct):
+    by_section: dict[str, list[Item]]
+    left_out: list[LeftOut]
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _count_cached(count: Callable[[str], int], text: str) -> int:
+    return count(text)
+
+
+def block_item(inp: PackInput, bid: str, count: Callable[[str], int]) -> Item:
+    """The item for a block: exact header tokens plus the cached count of its text."""
+    b = inp.blocks[bid]
+    text = render_block(b)
+    body = inp.block_tokens.get(bid)
+    # Headers repeat turn after turn for resident blocks: count each once.
+    tokens = count(text) if body is None else body + _count_cached(count, text[: len(text) - len(b.text)]) + 1
+    meta = inp.state.blocks.get(bid)
+    return Item(bid, text, tokens, meta.born if meta else 0, integrity_group(inp.state, bid))
+
+
+def section_items(
+    inp: PackInput, count: Callable[[str], int], *, retrieved: Sequence[str] | None = None, recent: bool = True
+) -> SectionItems:
+    """Every section's candidate items, each in preference order.
+
+    Retrieved holds the resident blocks (by log order), or `retrieved` when the
+    pager asks what would fit if those were resident instead.
+    """
+    s = inp.state
+    blocks = inp.blocks
+    left: list[LeftOut] = []
+
+    def gen(name: str, text: str) -> Item:
+        return Item(f"~{name.lower()}", text, count(text) + 1)
+
+    pinned = set(s.pinned)
+    system = [block_item(inp, b, count) for b in s.pinned if b in blocks and blocks[b].kind == "system"]
+    task = [block_item(inp, b, count) for b in s.pinned if b in blocks and blocks[b].kind == "task"]
+    # Recent is offered newest first so that, if it must be cut, the oldest go.
+    # A tool call still waiting for its result is left out: providers reject
+    # a call without its result, and the pair is one unit.
+    recent_ids = []
+    if recent:
+        for b in reversed(fifo(s)):
+            if b not in blocks:
+                continue
+            if blocks[b].kind == "tool_call" and dict(blocks[b].attrs).get("call_id") in s.pending_calls:
+                left.append(LeftOut(block_id=b, section="Recent", reason="integrity"))
+                continue
+            recent_ids.append(b)
+        if s.conversation_summary in blocks:
+            recent_ids.append(s.conversation_summary)
+    in_recent = set(recent_ids)
+    if retrieved is None:
+        retrieved = sorted((b for b in s.resident if b not in pinned), key=lambda b: (s.blocks[b].born, b))
+    chosen_retrieved = []
+    for b in retrieved:
+        partner = tool_partner(s, b)
+        if b in pinned:
+            left.append(LeftOut(block_id=b, section="Retrieved", reason="pinned"))
+        elif b in in_recent or partner in in_recent:
+            left.append(LeftOut(block_id=b, section="Retrieved", reason="duplicate"))
+        elif b not in blocks or (partner and partner not in blocks):
+            # A half of a tool pair alone would split it: both or neither.
+            left.append(LeftOut(block_id=b, section="Retrieved", reason="integrity"))
+        else:
+            chosen_retrieved.append(b)
+    shown = set(chosen_retrieved)
+    background: list[Item] = []
+    for sid in reversed(background_summaries(s)):
+        if sid in shown or sid in in_recent:
+            continue
+        if any(src in shown for src in s.summaries[sid]):
+            # A summary stands in for its pages, never beside them.
+            left.append(LeftOut(block_id=sid, section="Background", reason="integrity"))
+        elif sid in blocks:
+            background.append(block_item(inp, sid, count))
+    return SectionItems(
+        by_section={
+            "System": system,
+            "Task": task or [gen("Task", DEFAULT_TASK)],
+            "Tools": [gen("Tools", TOOLS_TEXT)],
+            "State": [gen("State", _slots_text(s))] if s.slot_order else [],
+            "Plan": [gen("Plan", _plan_text(s, inp.turn, inp.attempt))],
+            "Retrieved": [block_item(inp, b, count) for b in chosen_retrieved],
+            "Recent": [block_item(inp, b, count) for b in recent_ids],
+            "Background": background,
+        },
+        left_out=left,
+    )
+
+
+def _render(chosen: Mapping[str, list[Item]], blocks: Mapping[str, BlockWritten]) -> tuple[str, tuple[ChatMessage, ...]]:
+    def ordered(name: str) -> list[Item]:
+        return sorted(chosen.get(name) or [], key=lambda i: (i.order, i.id))
+
+    def section(name: str) -> str:
+        items = ordered(name)
+        if not items:
+            return ""
+        return section_header(name) + "\n\n".join(i.text for i in items) + section_footer(name)
+
+    stable = "\n\n".join(t for t in (section(n) for n in STABLE) if t)
+    context = "\n\n".join(t for t in (section(n) for n in RENDER_ORDER if n not in STABLE and n != "Recent") if t)
+    recent = section("Recent")
+    prompt = "\n\n".join(t for t in (stable, context, recent) if t) + "\n"
+    # Chat form: the stable prefix is the first system message (the cache
+    # boundary), this turn's context the second, then the conversation as
+    # role-tagged messages ending with the newest.
+    messages = [ChatMessage(role="system", content=stable, cache_boundary=True)]
+    if context:
+        messages.append(ChatMessage(role="system", content=context))
+    messages += [chat_message(blocks[i.id], i.text) for i in ordered("Recent") if i.id in blocks]
+    return prompt, tuple(messages)
+
+
+def pack(inp: PackInput, tokenizer: Tokenizer, table: Sequence[SectionSpec] = DEFAULT_TABLE) -> Packed:
+    """Fill each section within the budget, render, and fit exactly.
+
+    Raises BudgetError when the mandatory sections alone exceed the budget.
+    """
+    count = tokenizer.count
+    items = section_items(inp, count)
+    # Retrieved holds what the pager made resident, sized by the same fill.
+    result = fill(items.by_section, inp.budget, count, table, decided=frozenset({"Retrieved"}))
+    chosen = result.chosen
+    left = items.left_out + result.left_out
+    # The sum of per-item counts is an estimate (tokens can merge across
+    # joins); the rendered prompt is counted exactly and trimmed until it fits.
+    drop_order = [t.name for t in sorted(table, key=lambda t: -t.priority) if not t.mandatory]
+    while True:
+        prompt, messages = _render(chosen, inp.blocks)
+        tokens = count(prompt)
+        if tokens <= inp.budget:
+            break
+        for name in drop_order:
+            taken = chosen.get(name) or []
+            if taken and not (name == "Recent" and len(taken) == 1):
+                dropped = taken.pop()
+                # A tool call and its result leave together.
+                gone = [dropped] + [i for i in taken if dropped.group and i.group == dropped.group]
+                taken[:] = [i for i in taken if i not in gone]
+                left += [LeftOut(block_id=i.id, section=name, reason="budget") for i in gone]
+                break
+        else:
+            raise BudgetError(
+                f"budget {inp.budget} tokens cannot hold the mandatory sections ({tokens} tokens); raise --budget"
+            )
+    sections = tuple(
+        SectionTrace(
+            name=name,
+            budget=result.allotted.get(name, 0),
+            tokens=sum(i.tokens for i in chosen.get(name, [])),
+            blocks=tuple(i.id for i in chosen.get(name, [])),
+        )
+        for name in RENDER_ORDER
+    )
+    return Packed(
+        prompt=prompt,
+        messages=messages,
+        tokens=tokens,
+        sha256=hashlib.sha256(prompt.encode()).hexdigest(),
+        sections=sections,
+        left_out=tuple(left),
+    )
+
+
+
+def pack_state(
+    source: "BlockSource", ns: str, state: State, *, turn: int, attempt: int, budget: int, tokenizer: str
+) -> Packed:
+    """Pack `state` of `ns`, reading block texts and token counts from `source` (the block store)."""
+    tok = get_tokenizer(tokenizer)
+    ids = needed_blocks(state)
+    blocks = source.get_many(ns, ids)
+    counts = source.token_counts(ns, ids, tok)
+    return pack(PackInput(state=state, blocks=blocks, block_tokens=counts, turn=turn, attempt=attempt, budget=budget), tok)
+
+
+def trace_event(
+    ns: str, packed: Packed, *, turn: int, attempt: int, profile: str, budget: int, tokenizer: str,
+    candidates: tuple[CandidateTrace, ...] = (), retriever_errors: tuple[str, ...] = (),
+) -> PromptPacked:
+    """The trace of a packed prompt: what went in, what stayed out and why, and the hash of its bytes."""
+    return PromptPacked(
+        ns=ns, turn=turn, attempt=attempt, profile=profile, budget=budget, tokenizer=tokenizer,
+        prompt_tokens=packed.tokens, prompt_sha256=packed.sha256, sections=packed.sections,
+        left_out=packed.left_out, candidates=candidates, retriever_errors=retriever_errors,
+    )

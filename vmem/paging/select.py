@@ -1,0 +1,128 @@
+"""The pager's pure decision: which blocks should be resident for this turn.
+
+Given the state, the retrieval candidates (fused scores) and the budget, it
+orders every eligible block by a policy, keeps what the section table lets
+the Retrieved section hold (the same `fill` the packer uses), and returns
+what to load and what to evict.  No I/O, no clock; ties broken by block id.
+
+Policies (eviction is the other side of keeping):
+- ``score`` (default): least useful for the current turn goes first.  Blocks
+  are ranked by fused score for this turn's query; resident blocks the query
+  did not match follow, most recently used first.
+- ``lru``: new candidates by score first, then resident blocks by recency of
+  use, so the least recently used is evicted first.
+Explicitly requested blocks always rank first.  Pinned blocks are never
+candidates for eviction.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Literal, Sequence
+
+import msgspec
+
+from vmem.assembly.budget import DEFAULT_TABLE, SectionSpec, fill
+from vmem.assembly.pack import PackInput, section_items, tool_partner
+from vmem.schemas.events import CandidateTrace
+from vmem.schemas.messages import Candidate
+
+Policy = Literal["score", "lru"]
+EXPLICIT_SCORE = 1e9
+
+
+class Selection(msgspec.Struct, frozen=True):
+    keep: tuple[str, ...]
+    load: tuple[str, ...]
+    evict: tuple[str, ...]
+    trace: tuple[CandidateTrace, ...]
+
+
+def preference(
+    inp: PackInput, candidates: Sequence[Candidate], explicit: Sequence[str], policy: Policy
+) -> tuple[list[str], dict[str, float]]:
+    """Eligible blocks in the order the policy would keep them, and their fused scores."""
+    s = inp.state
+    pinned = set(s.pinned)
+    score: dict[str, float] = {}
+    for c in candidates:
+        if c.block_id in s.blocks:
+            score[c.block_id] = c.score
+    for b in explicit:
+        if b in s.blocks:
+            score[b] = EXPLICIT_SCORE
+    resident = [b for b in s.resident if b not in pinned]
+    pool = set(score) | set(resident)
+    # A tool call and its result are one unit: whichever is eligible brings
+    # the other along, at the same rank.
+    for b in list(pool):
+        partner = tool_partner(s, b)
+        if partner and partner in s.blocks and partner not in pool:
+            pool.add(partner)
+            score[partner] = score.get(b, 0.0)
+    if policy == "lru":
+        fresh = sorted((b for b in pool if b not in s.resident), key=lambda b: (-score[b], b))
+        kept = sorted((b for b in pool if b in s.resident), key=lambda b: (-(score.get(b) == EXPLICIT_SCORE), -s.resident[b], b))
+        return fresh + kept, score
+    return sorted(pool, key=lambda b: (-score.get(b, 0.0), -s.resident.get(b, -1), b)), score
+
+
+def _integrity(inp: PackInput, order: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """Drop what would sit beside its own summary (whichever ranks lower goes).
+
+    The conversation's recursive summary is always shown (at the head of
+    Recent), so the messages it summarises stay out of Retrieved.
+    """
+    s = inp.state
+    kept: list[str] = []
+    blocked: dict[str, str] = {}
+    taken: set[str] = {s.conversation_summary} if s.conversation_summary else set()
+    for b in order:
+        sources = s.summaries.get(b, ())
+        summary = s.summarized_by.get(b)
+        if b in taken or any(x in taken for x in sources) or (summary in taken and summary is not None):
+            blocked[b] = "integrity"
+            continue
+        kept.append(b)
+        taken.add(b)
+    return kept, blocked
+
+
+def select_resident(
+    inp: PackInput,
+    candidates: Sequence[Candidate],
+    count: Callable[[str], int],
+    *,
+    explicit: Sequence[str] = (),
+    policy: Policy = "score",
+    table: Sequence[SectionSpec] = DEFAULT_TABLE,
+) -> Selection:
+    """Decide the resident set for `inp.state` given this turn's candidates."""
+    s = inp.state
+    order, score = preference(inp, candidates, explicit, policy)
+    order, blocked = _integrity(inp, order)
+    items = section_items(inp, count, retrieved=order, recent=any(s.name == "Recent" for s in table))
+    result = fill(items.by_section, inp.budget, count, table)
+    keep = tuple(i.id for i in result.chosen.get("Retrieved", []))
+    kept = set(keep)
+    reasons = dict(blocked)
+    for lo in items.left_out + result.left_out:
+        if lo.section == "Retrieved":
+            reasons.setdefault(lo.block_id, lo.reason)
+    by_id = {c.block_id: c for c in candidates}
+    trace = []
+    for b in sorted(set(score) | set(blocked) | set(reasons), key=lambda b: (-score.get(b, 0.0), b)):
+        c = by_id.get(b)
+        trace.append(
+            CandidateTrace(
+                block_id=b,
+                fused=round(score.get(b, 0.0), 6),
+                scores=dict(c.scores) if c is not None else {},
+                chosen=b in kept,
+                reason="" if b in kept else reasons.get(b, "budget"),
+            )
+        )
+    pinned = set(s.pinned)
+    load = tuple(b for b in keep if b not in s.resident)
+    evict = tuple(sorted((b for b in s.resident if b not in pinned and b not in kept), key=lambda b: (s.resident[b], b)))
+    return Selection(keep=keep, load=load, evict=evict, trace=tuple(trace))
+

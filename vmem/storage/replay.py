@@ -1,0 +1,128 @@
+"""Replay: re-fold a namespace's log and check it against the live state.
+
+Three checks (ARCHITECTURE, invariant 3): the state hash of a fold from zero
+must equal the live state's (snapshot plus tail); every recorded prompt trace
+must re-pack, from the state just before it, to the same SHA-256
+(re-render); and every pager decision must come out the same when the pager's
+selection is run again on the state before it (re-decide).  Both run the
+library functions the actors run (:func:`vmem.assembly.pack.pack_state`,
+:func:`vmem.paging.decisions.decide_fault`).
+
+Re-decide re-runs selection from the candidates and scores the decision
+recorded: retrieval itself reads indexes that have grown since, so its raw
+results are recorded, not recomputed.  Records the stored-event checks skip
+are skipped here too (and counted), so replay and the live view agree.
+"""
+
+from __future__ import annotations
+
+from vmem.storage.home import Home
+from vmem.storage.log import Log
+from vmem.assembly.pack import pack_state
+from vmem.paging.decisions import decide_fault
+from vmem.state.fold import State, decode_snapshot, encode_snapshot, fold, state_hash
+from vmem.state.validate import Rejected
+from vmem.storage.view import checked_batches
+from vmem.schemas.events import PageEvicted, PageFaultRaised, PageFaultResolved, PageLoaded, PromptPacked
+from vmem.schemas.messages import Candidate, ReplayReport
+
+_PAGE_EVENTS = (PageFaultRaised, PageEvicted, PageLoaded)
+
+
+async def fold_log(log: Log, ns: str, state: State, *, after: int = 0, until: int | None = None,
+                   rejected: list[Rejected] | None = None) -> tuple[int, int]:
+    """Fold a namespace's checked events (after `after`, up to `until`) into `state`: (count, last seq).
+
+    Uses the log's own fast path where it has one (LMDB folds straight from
+    its memory map); otherwise reads in batches.
+    """
+    sink = rejected.append if rejected is not None else (lambda _r: None)
+    fast = getattr(log, "fold_into", None)
+    if fast is not None:
+        return fast(ns, state, after=after, until=until, on_reject=sink)
+    n, last = 0, after
+    async for batch, covered in checked_batches(log, ns, after=after, until=until, batch=8192, on_reject=sink):
+        fold((s.event for s in batch), state)
+        n += len(batch)
+        last = covered
+    return n, last
+
+
+async def replay(home: Home, ns: str, *, until: int | None = None, verify: bool = True) -> ReplayReport:
+    """Re-fold `ns` from zero (through `until`); with `verify`, re-render and re-decide as well."""
+    state = State(ns=ns)
+    rejected: list[Rejected] = []
+    events = 0
+    last = 0
+    checked = equal = mismatch = 0
+    decided = same = differ = 0
+    if not verify:
+        events, last = await fold_log(home.log, ns, state, until=until, rejected=rejected)
+    else:
+        before_run: State | None = None  # the state before the current run of page events
+        async for batch, covered in checked_batches(home.log, ns, until=until, batch=8192, on_reject=rejected.append):
+            for stored in batch:
+                ev = stored.event
+                if type(ev) in _PAGE_EVENTS:
+                    if before_run is None:
+                        before_run = decode_snapshot(encode_snapshot(state))
+                elif type(ev) is not PageFaultResolved:
+                    before_run = None
+                if type(ev) is PageFaultResolved and ev.policy:
+                    # No page events before it: the decision changed nothing.
+                    base = before_run if before_run is not None else state
+                    _events, sel = decide_fault(
+                        home.store, ns, base, fault_id=ev.fault_id, turn=ev.turn, attempt=ev.attempt,
+                        budget=ev.budget, tokenizer=ev.tokenizer,
+                        candidates=tuple(Candidate(c.block_id, c.fused, c.scores) for c in ev.candidates if c.scores or c.fused),
+                        explicit=ev.explicit, policy=ev.policy, query="", source_kind="pager", raise_event=False,  # type: ignore[arg-type]
+                    )
+                    decided += 1
+                    if (sel.load, sel.evict) == (ev.loaded, ev.evicted):
+                        same += 1
+                    elif not differ:
+                        differ = stored.seq
+                    before_run = None
+                if type(ev) is PromptPacked:
+                    p = pack_state(home.store, ns, state, turn=ev.turn, attempt=ev.attempt, budget=ev.budget, tokenizer=ev.tokenizer)
+                    checked += 1
+                    if p.sha256 == ev.prompt_sha256:
+                        equal += 1
+                    elif not mismatch:
+                        mismatch = stored.seq
+                fold((ev,), state)
+            events += len(batch)
+            last = covered
+    replayed = state_hash(state)
+    live = await _live_hash(home, ns, last if until is not None else None)
+    return ReplayReport(
+        ns=ns,
+        events=events,
+        until=last,
+        state_hash=replayed,
+        live_state_hash=live,
+        equal=replayed == live and equal == checked and same == decided,
+        prompts_checked=checked,
+        prompts_equal=equal,
+        first_prompt_mismatch=mismatch,
+        decisions_checked=decided,
+        decisions_equal=same,
+        first_decision_mismatch=differ,
+        rejected=len(rejected),
+        first_rejected=rejected[0].seq if rejected else 0,
+        rejected_reason=rejected[0].reason if rejected else "",
+    )
+
+
+async def _live_hash(home: Home, ns: str, until: int | None) -> str:
+    if until is None:
+        view = home.view(ns)
+        await view.catch_up()
+        async with view.lock:
+            return state_hash(view.state)
+    # The state as the running system would have held it at `until`: the
+    # newest snapshot at or before it, plus the events after.
+    snap = home.snapshots.load(ns, at_most=until)
+    after, state = snap if snap is not None else (0, State(ns=ns))
+    await fold_log(home.log, ns, state, after=after, until=until)
+    return state_hash(state)

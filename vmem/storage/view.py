@@ -1,0 +1,244 @@
+"""A namespace's live state: the checked fold of its log, kept current by catching up.
+
+Reads are validated (:mod:`vmem.state.validate`): a record that does not decode or
+fails its checks is skipped and remembered in :attr:`NamespaceView.rejected`,
+by the same rule replay applies, so both fold to the same state.
+
+An actor that appends folds its own events into the view as it decides
+(:class:`Draft`), and once the append commits the view simply moves its
+position past them: it does not read back what it just wrote.  If the append
+fails, :meth:`NamespaceView.reset` drops the speculative state.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import AsyncIterator, Callable, Sequence
+
+import anyio
+
+from vmem.state.blocks import BlockStore
+from vmem.storage.lmdb_env import LmdbEnv
+from vmem.storage.log import Log
+from vmem.state.fold import State, apply, decode_snapshot, encode_snapshot
+from vmem.state.validate import Rejected, check_stored
+from vmem.errors import CorruptRecord
+from vmem.schemas.events import BlockWritten, Event
+from vmem.schemas.messages import StoredEvent
+
+_U64 = struct.Struct(">Q")
+SNAPSHOT_EVERY = 20000
+# Events decoded per read while catching up: bounds memory (pages can be
+# several KB each) without costing speed (a read is one cursor scan).
+CATCH_UP_BATCH = 1024
+KEEP_REJECTED = 256
+
+
+class Snapshots:
+    """Folded states of a namespace, each keyed by the sequence it reflects.
+
+    Caches, never the truth: they can all be deleted and rebuilt by folding.
+    """
+
+    KEEP = 4  # per namespace; older ones are pruned
+
+    def __init__(self, env: LmdbEnv) -> None:
+        self._env = env
+        self._db = env.db("snapshots")
+
+    def load(self, ns: str, *, at_most: int | None = None) -> tuple[int, State] | None:
+        """The newest snapshot of `ns` (reflecting a sequence <= `at_most`)."""
+        prefix = ns.encode() + b"\x00"
+        limit = prefix + _U64.pack(at_most if at_most is not None else 2**64 - 1)
+
+        def txn_fn(txn):
+            with txn.cursor(db=self._db) as cur:
+                if cur.set_range(limit):
+                    if cur.key() == limit:
+                        return cur.value()
+                    if not cur.prev():
+                        return None
+                elif not cur.last():
+                    return None
+                return cur.value() if cur.key().startswith(prefix) else None
+
+        raw = self._env.read(txn_fn)
+        if raw is None:
+            return None
+        return _U64.unpack_from(raw)[0], decode_snapshot(raw[8:])
+
+    def save(self, ns: str, seq: int, state: State) -> None:
+        prefix = ns.encode() + b"\x00"
+        data = _U64.pack(seq) + encode_snapshot(state)
+
+        def txn_fn(txn):
+            txn.put(prefix + _U64.pack(seq), data, db=self._db)
+            with txn.cursor(db=self._db) as cur:
+                keys = []
+                if cur.set_range(prefix):
+                    for k in cur.iternext(keys=True, values=False):
+                        if not k.startswith(prefix):
+                            break
+                        keys.append(k)
+            for k in keys[: -self.KEEP]:
+                txn.delete(k, db=self._db)
+
+        self._env.write(txn_fn)
+
+
+async def checked_batches(
+    log: Log,
+    ns: str,
+    *,
+    after: int = 0,
+    until: int | None = None,
+    batch: int = CATCH_UP_BATCH,
+    on_reject: Callable[[Rejected], None],
+) -> AsyncIterator[tuple[list[StoredEvent], int]]:
+    """The events of `ns` that may be folded, in batches, each with the last sequence it covers.
+
+    Records that do not decode or fail :func:`check_stored` are skipped and
+    passed to `on_reject`.  The sequence covered can pass the last event
+    yielded (a skipped record at the end of a batch).
+    """
+    pos = after
+    while True:
+        try:
+            chunk = await log.read(ns, after=pos, limit=batch)
+            bad: Rejected | None = None
+        except CorruptRecord as exc:
+            chunk, bad = await _before_damage(log, ns, pos, exc), Rejected(exc.sequence, f"corrupt record: {exc.detail}")
+        if until is not None:
+            chunk = [s for s in chunk if s.seq <= until]
+        if not chunk and bad is None:
+            return
+        good = []
+        for stored in chunk:
+            reason = check_stored(ns, stored.event)
+            if reason:
+                on_reject(Rejected(stored.seq, reason))
+            else:
+                good.append(stored)
+        covered = chunk[-1].seq if chunk else pos
+        if bad is not None and (until is None or bad.seq <= until):
+            on_reject(bad)
+            covered = bad.seq
+        if covered == pos:
+            return
+        yield good, covered
+        pos = covered
+        if until is not None and pos >= until:
+            return
+
+
+async def _before_damage(log: Log, ns: str, after: int, damage: CorruptRecord) -> list[StoredEvent]:
+    """The readable events between `after` and a damaged record (read one by one: damage is rare)."""
+    out: list[StoredEvent] = []
+    while True:
+        try:
+            one = await log.read(ns, after=after, limit=1)
+        except CorruptRecord:
+            return out
+        if not one or one[0].seq >= damage.sequence:
+            return out
+        out.append(one[0])
+        after = one[0].seq
+
+
+class NamespaceView:
+    """The state of one namespace as of log sequence `pos`.
+
+    Actors of one process share a view.  :meth:`catch_up` folds whatever the
+    log holds past `pos`, projects new blocks into the block store, and saves a
+    snapshot every ``SNAPSHOT_EVERY`` events so a large home opens quickly.
+    Writers hold :attr:`lock` while they decide and append, so nobody reads a
+    state that holds events not yet committed.
+    """
+
+    def __init__(self, ns: str, log: Log, store: BlockStore, snapshots: Snapshots | None) -> None:
+        self.ns = ns
+        self._log = log
+        self._store = store
+        self._snapshots = snapshots
+        self.rejected: list[Rejected] = []
+        self._lock: anyio.Lock | None = None
+        self._load()
+
+    def _load(self) -> None:
+        self.state = State(ns=self.ns)
+        self.pos = 0
+        self._since_snapshot = 0
+        if self._snapshots is not None:
+            snap = self._snapshots.load(self.ns)
+            if snap is not None:
+                self.pos, self.state = snap
+
+    @property
+    def lock(self) -> anyio.Lock:
+        if self._lock is None:
+            self._lock = anyio.Lock()
+        return self._lock
+
+    def _reject(self, rejected: Rejected) -> None:
+        if not any(r.seq == rejected.seq for r in self.rejected):
+            self.rejected = [*self.rejected, rejected][-KEEP_REJECTED:]
+
+    async def catch_up(self) -> int:
+        """Fold every event past `pos`; returns the new `pos`."""
+        async with self.lock:
+            return await self.catch_up_locked()
+
+    async def catch_up_locked(self) -> int:
+        """:meth:`catch_up` for a caller that holds :attr:`lock`."""
+        async for batch, covered in checked_batches(self._log, self.ns, after=self.pos, on_reject=self._reject):
+            for stored in batch:
+                apply(self.state, stored.event)
+            stored_through = self._store.position(self.ns)
+            if stored_through < covered:
+                blocks = [s.event for s in batch if type(s.event) is BlockWritten and s.seq > stored_through]
+                self._store.project(self.ns, blocks, covered)  # type: ignore[arg-type]
+            self._advanced(covered, len(batch))
+        return self.pos
+
+    def _advanced(self, pos: int, events: int) -> None:
+        self.pos = pos
+        self._since_snapshot += events
+        if self._snapshots is not None and self._since_snapshot >= SNAPSHOT_EVERY:
+            self._snapshots.save(self.ns, self.pos, self.state)
+            self._since_snapshot = 0
+
+    def settle(self, events: Sequence[Event], last_seq: int) -> None:
+        """The events a :class:`Draft` folded were committed, ending at `last_seq`."""
+        if self._store.position(self.ns) < last_seq:
+            self._store.project(self.ns, [e for e in events if type(e) is BlockWritten], last_seq)  # type: ignore[misc]
+        self._advanced(last_seq, len(events))
+
+    def reset(self) -> None:
+        """Forget folded events that were not committed: start again from the newest snapshot."""
+        self._load()
+
+
+class Draft:
+    """The events an actor is about to append, folded into the view as they are added.
+
+    Deciding in steps (start a turn, then page in on the state that holds
+    the turn's message) needs the state after the first step; a draft gives
+    exactly that without a second transaction.  Used under the view's lock.
+    """
+
+    def __init__(self, view: NamespaceView) -> None:
+        self.view = view
+        self.events: list[Event] = []
+
+    @property
+    def state(self) -> State:
+        return self.view.state
+
+    @property
+    def ns(self) -> str:
+        return self.view.ns
+
+    def add(self, events: Sequence[Event]) -> None:
+        for event in events:
+            apply(self.view.state, event)
+        self.events.extend(events)
