@@ -17,17 +17,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from vmem.state.blocks import make_block
-from vmem.storage.home import Home
-from vmem.models.model import Model
-from vmem.assembly.summarize import RATIO, extractive_summary
-from vmem.assembly.tokens import get_tokenizer
-from vmem.storage.view import Draft
 from vmem.actors.runtime import Route
 from vmem.actors.writer import Writer
+from vmem.assembly.summarize import RATIO, extractive_summary
+from vmem.assembly.tokens import get_tokenizer
 from vmem.errors import ModelError, UnknownBlock
-from vmem.schemas.events import BlockWritten, EdgeAdded, ErrorRaised, Event, SummaryCommitted
+from vmem.models.model import Model
+from vmem.schemas.events import (
+    BlockWritten,
+    EdgeAdded,
+    ErrorRaised,
+    Event,
+    SummaryCommitted,
+)
 from vmem.schemas.messages import ChatMessage, CompressDone, CompressJob
+from vmem.state.blocks import make_block
+from vmem.storage.home import Home
+from vmem.storage.view import Draft
 
 COMPRESSOR_ID = "extractive-v1"
 SUMMARY_INSTRUCTIONS = (

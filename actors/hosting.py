@@ -13,14 +13,6 @@ from collections.abc import Sequence
 
 import msgspec
 
-from vmem.bus.bus import Bus
-from vmem.retrieval.embed import Embedder
-from vmem.retrieval.fusion import DEFAULT_POLICY, FusionPolicy
-from vmem.storage.home import Home
-from vmem.bus.jobs import JobQueue
-from vmem.models.model import Model
-from vmem.retrieval.retrievers import Retriever
-from vmem.paging.select import Policy
 from vmem.actors.compressor import Compressor
 from vmem.actors.memory import Memory
 from vmem.actors.packer import Packer
@@ -30,7 +22,15 @@ from vmem.actors.reducer import Reducer
 from vmem.actors.retriever import DEFAULT_TIMEOUT_S, RetrieverActor
 from vmem.actors.runtime import Actor, ActorRuntime, Caller, Report
 from vmem.actors.writer import Writer
+from vmem.bus.bus import Bus
+from vmem.bus.jobs import JobQueue
+from vmem.models.model import Model
+from vmem.paging.select import Policy
+from vmem.retrieval.embed import Embedder
+from vmem.retrieval.fusion import DEFAULT_POLICY, FusionPolicy
+from vmem.retrieval.retrievers import Retriever
 from vmem.schemas.messages import CompressDone, CompressJob
+from vmem.storage.home import Home
 
 
 class CallerJobs:

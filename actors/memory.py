@@ -11,14 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from vmem.paging.handoff import check_grant, export_snapshot, grants_ns, import_events
-from vmem.storage.home import Home
-from vmem.assembly.ingest import ingest_events
-from vmem.agent.settings import grant_events, permission_events, slot_events
-from vmem.storage.view import Draft
 from vmem.actors.runtime import Caller, Route
 from vmem.actors.writer import Writer
+from vmem.agent.settings import grant_events, permission_events, slot_events
+from vmem.assembly.ingest import ingest_events
 from vmem.errors import UnknownNamespace, UsageError
+from vmem.paging.handoff import check_grant, export_snapshot, grants_ns, import_events
 from vmem.schemas.messages import (
     Ack,
     ExportReply,
@@ -33,6 +31,8 @@ from vmem.schemas.messages import (
     SyncReply,
     SyncRequest,
 )
+from vmem.storage.home import Home
+from vmem.storage.view import Draft
 
 INGEST_BYTES = 8 * 2**20
 SYNC_TIMEOUT = 3600.0

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from vmem.storage.home import Home
-from vmem.assembly.pack import Packed, pack_state, trace_event
-from vmem.storage.view import Draft
 from vmem.actors.runtime import Route
 from vmem.actors.writer import Writer
+from vmem.assembly.pack import Packed, pack_state, trace_event
 from vmem.schemas.messages import PackReply, PackRequest
+from vmem.storage.home import Home
+from vmem.storage.view import Draft
 
 
 class Packer:

@@ -19,9 +19,10 @@ from collections.abc import Mapping
 
 import msgspec
 
-from vmem.paging.handoff import grants_ns
-from vmem.storage.home import Home
+from vmem.actors.runtime import Caller, Route
+from vmem.actors.writer import Writer
 from vmem.bus.jobs import JobQueue
+from vmem.errors import UsageError, VmemError
 from vmem.paging.decisions import (
     SEARCH_LIMIT,
     begin_turn,
@@ -35,12 +36,8 @@ from vmem.paging.decisions import (
     queue_pressure,
     unresolved_fault,
 )
+from vmem.paging.handoff import grants_ns
 from vmem.paging.select import Policy, Selection
-from vmem.state.fold import State
-from vmem.storage.view import Draft
-from vmem.actors.runtime import Caller, Route
-from vmem.actors.writer import Writer
-from vmem.errors import UsageError, VmemError
 from vmem.schemas.events import ErrorRaised, QueueFlushed, TurnStarted
 from vmem.schemas.messages import (
     CompressJob,
@@ -56,6 +53,9 @@ from vmem.schemas.messages import (
     SearchRequest,
     TurnRequest,
 )
+from vmem.state.fold import State
+from vmem.storage.home import Home
+from vmem.storage.view import Draft
 
 
 class Pager:

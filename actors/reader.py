@@ -10,14 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from contextlib import aclosing
 
-from vmem.paging.handoff import GRANTS_AGENT
-from vmem.storage.home import Home
-from vmem.agent.replies import resolve
-from vmem.storage.replay import replay
-from vmem.state.fold import state_hash
-from vmem.storage.view import checked_batches
 from vmem.actors.runtime import Route
+from vmem.agent.replies import resolve
 from vmem.errors import UnknownBlock, UnknownTurn, UsageError
+from vmem.paging.handoff import GRANTS_AGENT
+from vmem.paging.redo import PagerChecks
 from vmem.schemas.events import EVENT_BY_TAG, PromptPacked
 from vmem.schemas.messages import (
     BlockReply,
@@ -36,6 +33,10 @@ from vmem.schemas.messages import (
     TracesReply,
     TracesRequest,
 )
+from vmem.state.fold import state_hash
+from vmem.storage.home import Home
+from vmem.storage.replay import replay
+from vmem.storage.view import checked_batches
 
 TENANT_AGENT = "_tenant"
 """The agent token of tenant-wide requests: ``vmem.<tenant>._tenant.reader.namespaces``."""
@@ -145,7 +146,7 @@ class Reader:
     async def replay(self, req: ReplayRequest) -> ReplayReport:
         """Re-fold the namespace's log (up to `until`) and compare with the live state."""
         await self.home.require_namespace(req.ns)
-        return await replay(self.home, req.ns, until=req.until, verify=req.verify)
+        return await replay(self.home, req.ns, until=req.until, checks=PagerChecks(self.home.store) if req.verify else None)
 
     async def namespaces(self, req: NamespacesRequest) -> NamespacesReply:
         """The namespaces of the caller's tenant (the agents vmem keeps for itself left out)."""

@@ -13,8 +13,15 @@ from collections.abc import Mapping, Sequence
 
 import msgspec
 
-from vmem.agent.functions import PAGE_SIZE, ArchivalMemorySearch, Call, ConversationSearch, ConversationSearchDate
-from vmem.storage.home import Home
+from vmem.actors.runtime import Caller, Route
+from vmem.actors.writer import Writer
+from vmem.agent.functions import (
+    PAGE_SIZE,
+    ArchivalMemorySearch,
+    Call,
+    ConversationSearch,
+    ConversationSearchDate,
+)
 from vmem.agent.memory import format_hits
 from vmem.agent.reduction import (
     check_calls,
@@ -24,16 +31,12 @@ from vmem.agent.reduction import (
     tool_results_reply,
     valid_text,
 )
-from vmem.state.fold import State
-from vmem.storage.view import Draft
-from vmem.actors.runtime import Caller, Route
-from vmem.actors.writer import Writer
 from vmem.errors import UnknownTurn
 from vmem.schemas.messages import (
-    EndTurnReply,
-    EndTurnRequest,
     MAX_IDS,
     MAX_QUERY,
+    EndTurnReply,
+    EndTurnRequest,
     FaultReply,
     FaultRequest,
     PackReply,
@@ -45,6 +48,9 @@ from vmem.schemas.messages import (
     ToolResultsRequest,
     TurnRequest,
 )
+from vmem.state.fold import State
+from vmem.storage.home import Home
+from vmem.storage.view import Draft
 
 
 class Reducer:

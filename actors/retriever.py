@@ -16,16 +16,22 @@ from typing import Sequence
 import anyio
 import numpy as np
 
+from vmem.actors.runtime import Route
 from vmem.retrieval.bm25 import Bm25Index, IndexBusy, TailIndex
 from vmem.retrieval.embed import Embedder, HashingEmbedder
-from vmem.retrieval.vectors import VectorIndex
 from vmem.retrieval.fusion import DEFAULT_POLICY, FusionPolicy, fuse
-from vmem.storage.home import Home
-from vmem.storage.view import checked_batches
-from vmem.actors.runtime import Route
-from vmem.retrieval.retrievers import RecencyRetriever, RetrievalContext, RetrievalQuery, Retriever, graph_neighbours
+from vmem.retrieval.retrievers import (
+    RecencyRetriever,
+    RetrievalContext,
+    RetrievalQuery,
+    Retriever,
+    graph_neighbours,
+)
+from vmem.retrieval.vectors import VectorIndex
 from vmem.schemas.events import BlockWritten
 from vmem.schemas.messages import SearchReply, SearchRequest, SyncReply, SyncRequest
+from vmem.storage.home import Home
+from vmem.storage.view import checked_batches
 
 INDEXED_KINDS = frozenset({"page", "summary", "message", "fact", "tool_call", "tool_result"})
 DEFAULT_TIMEOUT_S = 2.0

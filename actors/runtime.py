@@ -34,11 +34,11 @@ import msgspec
 
 from vmem import errors
 from vmem.bus.bus import Bus, Msg, answerable, subject_matches
-from vmem.state.namespace import subject, validate_namespace
-from vmem.nats.ops import request_tenant
 from vmem.bus.rpc import call
+from vmem.nats.ops import request_tenant
 from vmem.schemas.codec import decode, encode_as, is_json
 from vmem.schemas.messages import ErrorReply
+from vmem.state.namespace import subject, validate_namespace
 
 R = TypeVar("R")
 Handler = Callable[[Any], Awaitable[Any]]

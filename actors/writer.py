@@ -17,14 +17,14 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from vmem.bus.bus import Bus
-from vmem.storage.home import Home
-from vmem.storage.log import AppendResult
-from vmem.state.namespace import subject_tokens
-from vmem.storage.view import Draft
 from vmem.errors import BusError, ConcurrencyConflict, UsageError
 from vmem.schemas.codec import encode
 from vmem.schemas.events import ErrorRaised, Event
 from vmem.schemas.messages import EventsCommitted, StoredEvent
+from vmem.state.namespace import subject_tokens
+from vmem.storage.home import Home
+from vmem.storage.log import AppendResult
+from vmem.storage.view import Draft
 
 T = TypeVar("T")
 ATTEMPTS = 8

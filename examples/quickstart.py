@@ -9,8 +9,7 @@ from pathlib import Path
 
 import anyio
 
-from vmem import Vmem
-from vmem import sample_handbook
+from vmem import Vmem, sample_handbook
 
 
 async def main(home: Path) -> None:

@@ -10,10 +10,9 @@ import pytest
 
 from vmem import ModelReply, Vmem
 from vmem.agent.tools import calculator_tool
-from vmem.schemas.messages import Snapshot
 from vmem.errors import AccessDenied, UsageError
 from vmem.schemas import events as ev
-from vmem.schemas.messages import ToolCall
+from vmem.schemas.messages import Snapshot, ToolCall
 
 pytestmark = pytest.mark.anyio
 NS = "acme/alice"

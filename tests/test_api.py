@@ -10,7 +10,14 @@ import vmem
 from vmem import Vmem
 from vmem.assembly.tokens import get_tokenizer
 from vmem.bus.rpc import call
-from vmem.schemas.messages import FaultReply, FaultRequest, PackReply, ReduceReply, ReduceRequest, TurnRequest
+from vmem.schemas.messages import (
+    FaultReply,
+    FaultRequest,
+    PackReply,
+    ReduceReply,
+    ReduceRequest,
+    TurnRequest,
+)
 
 pytestmark = pytest.mark.anyio
 NS = "acme/agent7"

@@ -14,8 +14,8 @@ import tantivy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vmem.retrieval.bm25 import _SIDECAR, Bm25Index, IndexBusy, bm25_rank, terms
 from vmem.errors import UsageError, VmemError
+from vmem.retrieval.bm25 import _SIDECAR, Bm25Index, IndexBusy, bm25_rank, terms
 
 DOCS = [
     ("b1", "The quick brown fox jumps over the lazy dog"),

@@ -15,8 +15,8 @@ from conformance.bus_suite import BusConformance, bounded_task_group, rest, serv
 from natsserver import NatsServer, fresh_nats_server, nats_server  # noqa: F401 - fixtures
 
 from vmem.bus.bus import Bus
-from vmem.nats.bus import NatsBus, NatsConnection, redact_url
 from vmem.errors import BusError, UsageError
+from vmem.nats.bus import NatsBus, NatsConnection, redact_url
 
 
 @pytest.fixture

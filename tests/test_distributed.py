@@ -30,21 +30,23 @@ from typing import Any
 import anyio
 import pytest
 from natsserver import NatsServer, nats_server  # noqa: F401 - fixture
-from procs import Proc, procs, ready, start_serve as serve_proc, start_worker as worker_proc, vmem_cmd  # noqa: F401 - fixture
+from procs import Proc, procs, ready, vmem_cmd  # noqa: F401 - fixture
+from procs import start_serve as serve_proc
+from procs import start_worker as worker_proc
 
 from vmem import Vmem
-from vmem.state.blocks import make_block
-from vmem.nats.bus import NatsConnection
-from vmem.service.distributed import CACHE_MARKER, open_cache_home
-from vmem.storage.home import Home
-from vmem.nats.jobs import JetStreamJobQueue
-from vmem.storage.log import read_all
-from vmem.nats.jetstream_log import JetStreamLog
-from vmem.storage.lmdb_log import LmdbLog
-from vmem.state.fold import State, fold, state_hash
 from vmem.errors import ActorError, HomeError, UsageError
+from vmem.nats.bus import NatsConnection
+from vmem.nats.jetstream_log import JetStreamLog
+from vmem.nats.jobs import JetStreamJobQueue
 from vmem.schemas import events as ev
 from vmem.schemas.messages import CompressDone, CompressJob
+from vmem.service.distributed import CACHE_MARKER, open_cache_home
+from vmem.state.blocks import make_block
+from vmem.state.fold import State, fold, state_hash
+from vmem.storage.home import Home
+from vmem.storage.lmdb_log import LmdbLog
+from vmem.storage.log import read_all
 
 ROOT = Path(__file__).resolve().parents[1]
 NS = "acme/agent7"
@@ -285,11 +287,11 @@ async def test_cache_homes_and_embedded_homes_do_not_mix(nats_server: NatsServer
 
 
 async def test_serve_hosts_only_the_namespaces_it_is_given(nats_server: NatsServer, tmp_path: Path, prefix: str) -> None:
-    from vmem.nats.bus import NatsBus
-    from vmem.service.distributed import serve
     from vmem.bus.rpc import call
     from vmem.errors import NoResponders, UnknownNamespace
+    from vmem.nats.bus import NatsBus
     from vmem.schemas.messages import PackReply, TurnRequest
+    from vmem.service.distributed import serve
 
     ready_event = anyio.Event()
     async with anyio.create_task_group() as tg:

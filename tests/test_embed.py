@@ -11,8 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from vmem.retrieval.embed import Embedder, HashingEmbedder
 from vmem.errors import UsageError
+from vmem.retrieval.embed import Embedder, HashingEmbedder
 
 TEXTS = [
     "The pager evicts the least recently used block when memory is tight.",

@@ -13,9 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
+from vmem.errors import ModelError, UsageError
 from vmem.retrieval.embed import Embedder
 from vmem.retrieval.embed_http import EmbeddingRequestError, OpenAIEmbedder
-from vmem.errors import ModelError, UsageError
 
 
 @dataclass

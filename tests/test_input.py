@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from vmem.assembly.text_input import MAX_LINE_CHARS, TextFileInfo, check_text_file, iter_lines
+from vmem.assembly.text_input import (
+    MAX_LINE_CHARS,
+    TextFileInfo,
+    check_text_file,
+    iter_lines,
+)
 from vmem.errors import InputError, UsageError
 
 MIB = 2**20

@@ -16,13 +16,19 @@ import anyio
 import nats
 import pytest
 from conformance.bus_suite import take
-from conformance.log_suite import LogConformance, events_for, fresh_ns, only_events, read_everything
+from conformance.log_suite import (
+    LogConformance,
+    events_for,
+    fresh_ns,
+    only_events,
+    read_everything,
+)
 from natsserver import NatsServer, fresh_nats_server, nats_server  # noqa: F401 - fixtures
 
-from vmem.storage.log import AppendResult, Log
-from vmem.nats.jetstream_log import STRIDE, JetStreamLog, stream_name
 from vmem.errors import AccessDenied, ConcurrencyConflict, CorruptRecord, UsageError
+from vmem.nats.jetstream_log import STRIDE, JetStreamLog, stream_name
 from vmem.schemas import events as ev
+from vmem.storage.log import AppendResult, Log
 
 _prefixes = itertools.count()
 

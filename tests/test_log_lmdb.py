@@ -18,12 +18,12 @@ import anyio
 import pytest
 from conformance.log_suite import LogConformance, events_for, read_everything
 
-from vmem.storage.lmdb_env import _INITIAL_MAP
-from vmem.storage.log import Log
-from vmem.storage.lmdb_log import LmdbLog
 from vmem.errors import CorruptRecord
 from vmem.schemas import events as ev
 from vmem.schemas.codec import encode_record
+from vmem.storage.lmdb_env import _INITIAL_MAP
+from vmem.storage.lmdb_log import LmdbLog
+from vmem.storage.log import Log
 
 ROOT = Path(__file__).resolve().parents[1]
 

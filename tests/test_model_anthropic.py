@@ -23,11 +23,11 @@ from typing import Any
 
 import pytest
 
-from vmem.models.http_retry import ModelHTTPError
-from vmem.models.model import Model, ModelReply, ToolSpec
+from vmem.errors import ModelError, UsageError
 from vmem.models.anthropic import OPENING, AnthropicModel
 from vmem.models.config import model_from_env
-from vmem.errors import ModelError, UsageError
+from vmem.models.http_retry import ModelHTTPError
+from vmem.models.model import Model, ModelReply, ToolSpec
 from vmem.schemas.messages import ChatMessage, ToolCall
 
 pytestmark = pytest.mark.anyio

@@ -18,15 +18,20 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import pytest
 
-import httpx
-
-from vmem.models.http_retry import ModelHTTPError, Send, Sleep, backoff_delay, retry_plan
-from vmem.models.model import Model, ModelReply, ToolSpec
-from vmem.models.config import model_from_env
-from vmem.models.openai import OpenAIChatModel
 from vmem.errors import ModelError, UsageError
+from vmem.models.config import model_from_env
+from vmem.models.http_retry import (
+    ModelHTTPError,
+    Send,
+    Sleep,
+    backoff_delay,
+    retry_plan,
+)
+from vmem.models.model import Model, ModelReply, ToolSpec
+from vmem.models.openai import OpenAIChatModel
 from vmem.schemas.messages import ChatMessage, ToolCall
 
 pytestmark = pytest.mark.anyio

@@ -33,6 +33,8 @@ import pytest
 from natsserver import OPS_CONFIG, NatsServer, server_binary
 
 from vmem.cli.ops import add_ops_commands
+from vmem.client.schema import ROUTES as CLIENT_ROUTES
+from vmem.errors import UsageError, VmemError
 from vmem.nats.jetstream_log import JetStreamLog
 from vmem.nats.ops import (
     MissingPassword,
@@ -49,8 +51,6 @@ from vmem.nats.ops import (
     tenant_account,
     tenant_of_account,
 )
-from vmem.client.schema import ROUTES as CLIENT_ROUTES
-from vmem.errors import UsageError, VmemError
 
 # A sample of client-facing routes, for the server-level tests.
 SAMPLE_ROUTES = ("pager.turn", "pager.fault", "reducer.reduce", "reader.read")

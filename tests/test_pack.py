@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from vmem.state.blocks import make_block
 from vmem.assembly.pack import PackInput, pack
-from vmem.state.fold import State, fold
 from vmem.assembly.tokens import get_tokenizer
 from vmem.errors import BudgetError
 from vmem.schemas import events as ev
+from vmem.state.blocks import make_block
+from vmem.state.fold import State, fold
 
 NS = "t/a"
 TOK = get_tokenizer("cl100k_base")

@@ -8,10 +8,17 @@ import anyio
 import pytest
 
 from vmem import ModelReply, Vmem
-from vmem.retrieval.retrievers import RetrievalContext, RetrievalQuery
 from vmem.bus.rpc import call
+from vmem.retrieval.retrievers import RetrievalContext, RetrievalQuery
 from vmem.schemas.events import ErrorRaised, PageFaultRaised, PromptPacked
-from vmem.schemas.messages import EvictReply, EvictRequest, FaultReply, FaultRequest, SearchReply, SearchRequest
+from vmem.schemas.messages import (
+    EvictReply,
+    EvictRequest,
+    FaultReply,
+    FaultRequest,
+    SearchReply,
+    SearchRequest,
+)
 
 pytestmark = pytest.mark.anyio
 NS = "acme/agent7"

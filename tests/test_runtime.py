@@ -12,12 +12,12 @@ import msgspec
 import pytest
 
 from vmem import Vmem
-from vmem.state.namespace import subject
 from vmem.bus.rpc import call
 from vmem.errors import AccessDenied, ActorError, SchemaError, UsageError
 from vmem.schemas import events as ev
 from vmem.schemas.codec import decode, encode
 from vmem.schemas.messages import ErrorReply, Reply, StateReply, StateRequest
+from vmem.state.namespace import subject
 
 pytestmark = pytest.mark.anyio
 NS = "acme/agent7"
@@ -108,10 +108,10 @@ async def test_client_errors_keep_their_class(tmp_path: Path, handbook_file: Pat
 
 async def test_the_published_routes_are_the_actors_client_routes(tmp_path: Path):
     """What `vmem schema` and `vmem ops nats-config` publish is exactly what the actors serve to clients."""
-    from vmem.storage.home import Home
-    from vmem.client.schema import ROUTES
-    from vmem.bus.local import LocalBus
     from vmem.actors.hosting import build_actors
+    from vmem.bus.local import LocalBus
+    from vmem.client.schema import ROUTES
+    from vmem.storage.home import Home
 
     home = Home.init(tmp_path / "home")
     try:

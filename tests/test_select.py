@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from vmem.state.blocks import make_block
 from vmem.agent.memory import tool_pair
 from vmem.assembly.budget import DEFAULT_TABLE, SectionSpec
 from vmem.assembly.pack import PackInput, pack, render_block
-from vmem.paging.select import select_resident
-from vmem.state.fold import State, fold
 from vmem.assembly.tokens import get_tokenizer
 from vmem.errors import BudgetError
+from vmem.paging.select import select_resident
 from vmem.schemas import events as ev
 from vmem.schemas.messages import Candidate
+from vmem.state.blocks import make_block
+from vmem.state.fold import State, fold
 
 NS = "t/a"
 TOK = get_tokenizer("cl100k_base")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from vmem.schemas import events as ev
 from vmem.state.blocks import make_block
 from vmem.state.fold import State, decode_snapshot, encode_snapshot, fold, state_hash
-from vmem.schemas import events as ev
 
 NS = "t/a"
 IDS = [make_block(NS, "page", "document", f"page {i}").block_id for i in range(6)]

@@ -31,15 +31,22 @@ from natsserver import OPS_CONFIG, NatsServer
 from procs import Proc, ready, start_serve, start_worker
 
 from vmem import Vmem, sample_handbook
-from vmem.state.blocks import make_block
-from vmem.paging.handoff import parse_snapshot, snapshot_digest
-from vmem.nats.jetstream_log import JetStreamLog
-from vmem.bus.rpc import call
 from vmem.assembly.tokens import get_tokenizer
+from vmem.bus.rpc import call
 from vmem.errors import AccessDenied, NoResponders, UsageError
+from vmem.nats.jetstream_log import JetStreamLog
+from vmem.paging.handoff import parse_snapshot, snapshot_digest
 from vmem.schemas import events as ev
 from vmem.schemas.codec import decode, encode
-from vmem.schemas.messages import ErrorReply, ImportReply, ImportRequest, Reply, StateReply, StateRequest
+from vmem.schemas.messages import (
+    ErrorReply,
+    ImportReply,
+    ImportRequest,
+    Reply,
+    StateReply,
+    StateRequest,
+)
+from vmem.state.blocks import make_block
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSWORDS = {"vmem": "service-pw", "acme": "acme-pw", "globex": "globex-pw"}

@@ -18,7 +18,12 @@ from vmem.assembly.profiles import (
     get_profile,
     profile_for_budget,
 )
-from vmem.assembly.tokens import TiktokenTokenizer, Tokenizer, get_tokenizer, known_tokenizers
+from vmem.assembly.tokens import (
+    TiktokenTokenizer,
+    Tokenizer,
+    get_tokenizer,
+    known_tokenizers,
+)
 from vmem.errors import BudgetError, UsageError
 
 # --- tokenizers ---------------------------------------------------------------

@@ -38,13 +38,13 @@ import anyio
 import lmdb
 import msgspec
 
-from vmem.storage.log import read_all
-from vmem.storage.lmdb_log import LmdbLog
-from vmem.storage.replay import fold_log
-from vmem.state.fold import State, fold, state_hash
-from vmem.state.blocks import make_block
 from vmem.schemas import events as ev
 from vmem.schemas.codec import decode_record, encode_record
+from vmem.state.blocks import make_block
+from vmem.state.fold import State, fold, state_hash
+from vmem.storage.lmdb_log import LmdbLog
+from vmem.storage.log import read_all
+from vmem.storage.replay import fold_log
 
 NS = "bench/agent"
 TARGETS = {"replay_per_s": 200_000, "append_batched_per_s": 50_000}

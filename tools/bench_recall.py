@@ -39,12 +39,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit_json  # noqa: E402
 
 from vmem import Vmem  # noqa: E402
+from vmem.actors.retriever import RetrieverActor  # noqa: E402
 from vmem.assembly.budget import SectionSpec  # noqa: E402
 from vmem.assembly.pack import PackInput  # noqa: E402
-from vmem.paging.select import select_resident  # noqa: E402
 from vmem.assembly.tokens import get_tokenizer  # noqa: E402
-from vmem.actors.retriever import RetrieverActor  # noqa: E402
-from vmem.schemas.messages import Candidate, IngestReply, IngestRequest, PageIn, SearchRequest, SyncRequest  # noqa: E402
+from vmem.paging.select import select_resident  # noqa: E402
+from vmem.schemas.messages import (  # noqa: E402
+    Candidate,
+    IngestReply,
+    IngestRequest,
+    PageIn,
+    SearchRequest,
+    SyncRequest,
+)
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "bench-data" / "locomo-dev.json"
 BUDGETS = (512, 1024, 2048, 4096)

@@ -63,17 +63,17 @@ from bench_log import make_events  # noqa: E402
 from natsserver import NatsServer, server_version  # noqa: E402
 
 from vmem import Client, Vmem  # noqa: E402
-from vmem.state.blocks import make_block  # noqa: E402
-from vmem.nats.bus import NatsBus, NatsConnection  # noqa: E402
-from vmem.client.sample import handbook  # noqa: E402
-from vmem.storage.home import Home  # noqa: E402
 from vmem.actors.hosting import build_actors  # noqa: E402
-from vmem.nats.jobs import JetStreamJobQueue  # noqa: E402
-from vmem.storage.log import read_all  # noqa: E402
+from vmem.client.sample import handbook  # noqa: E402
+from vmem.nats.bus import NatsBus, NatsConnection  # noqa: E402
 from vmem.nats.jetstream_log import JetStreamLog  # noqa: E402
-from vmem.storage.lmdb_log import LmdbLog  # noqa: E402
-from vmem.state.fold import State, fold, state_hash  # noqa: E402
+from vmem.nats.jobs import JetStreamJobQueue  # noqa: E402
 from vmem.schemas.messages import CompressJob  # noqa: E402
+from vmem.state.blocks import make_block  # noqa: E402
+from vmem.state.fold import State, fold, state_hash  # noqa: E402
+from vmem.storage.home import Home  # noqa: E402
+from vmem.storage.lmdb_log import LmdbLog  # noqa: E402
+from vmem.storage.log import read_all  # noqa: E402
 
 TARGETS = {"simulated_speedup_4_workers": 3.5, "nats_turn_p50_added_ms": 2.0, "requests_per_turn": 3}
 IN_FLIGHT = 64

@@ -29,7 +29,14 @@ from _common import dir_mb, emit_json, rss_mb, summary_ms  # noqa: E402
 
 from vmem import Vmem  # noqa: E402
 from vmem.assembly.tokens import get_tokenizer  # noqa: E402
-from vmem.schemas.messages import IngestReply, IngestRequest, PackReply, PageIn, TurnBegin, TurnRequest  # noqa: E402
+from vmem.schemas.messages import (  # noqa: E402
+    IngestReply,
+    IngestRequest,
+    PackReply,
+    PageIn,
+    TurnBegin,
+    TurnRequest,
+)
 
 NS = "bench/turn"
 BUDGET = 2048

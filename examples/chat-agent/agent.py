@@ -36,8 +36,8 @@ from vmem import Model, OfflineModel, Vmem, VmemError
 # Not (yet) re-exported by `vmem`: the agent-tool type and its calculator, the
 # tool spec shape, and the environment-configured model adapters.
 from vmem.agent.tools import AgentTool, calculator_tool
-from vmem.models.model import ToolSpec
 from vmem.models.config import model_from_env
+from vmem.models.model import ToolSpec
 
 NS = "demo/chat-agent"
 PROFILE = Path(__file__).resolve().with_name("profile.json")

@@ -55,7 +55,9 @@ from vmem import (
     profile_for_budget,
     validate_namespace,
 )
-from vmem.agent.functions import tool_specs  # the memory functions' JSON schemas, for the model
+from vmem.agent.functions import (
+    tool_specs,  # the memory functions' JSON schemas, for the model
+)
 
 NS = "demo/langgraph"
 MAX_STEPS = 6

@@ -27,16 +27,16 @@ from contextlib import aclosing
 
 import anyio
 import msgspec
-from anyio.abc import TaskStatus
 import pytest
+from anyio.abc import TaskStatus
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vmem.state.blocks import make_block
-from vmem.storage.log import AppendResult, Log, StoredEvent
-from vmem.state.fold import State, apply, fold, state_hash
 from vmem.errors import ConcurrencyConflict, InvalidNamespace, UsageError
 from vmem.schemas import events as ev
+from vmem.state.blocks import make_block
+from vmem.state.fold import State, apply, fold, state_hash
+from vmem.storage.log import AppendResult, Log, StoredEvent
 
 # Generous: only a broken log comes near it, and it turns a hang into a failure.
 DEADLINE = 10.0

@@ -15,10 +15,10 @@ from typing import Protocol
 
 import msgspec
 
-from vmem.agent.tools import AgentTool, run_tool
 from vmem.agent.functions import tool_specs
-from vmem.models.model import Model, ModelReply
+from vmem.agent.tools import AgentTool, run_tool
 from vmem.assembly.profiles import ModelProfile
+from vmem.models.model import Model, ModelReply
 from vmem.schemas.messages import PackReply, ReduceReply, ToolResultsReply
 
 MAX_STEPS = 6

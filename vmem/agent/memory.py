@@ -10,7 +10,6 @@ from typing import Sequence
 
 import msgspec
 
-from vmem.state.blocks import make_block
 from vmem.agent.functions import (
     PAGE_SIZE,
     ArchivalMemoryInsert,
@@ -18,8 +17,9 @@ from vmem.agent.functions import (
     CoreMemoryAppend,
     CoreMemoryReplace,
 )
-from vmem.state.fold import State
 from vmem.schemas.events import BlockWritten, EdgeAdded, Event, SlotEdited
+from vmem.state.blocks import make_block
+from vmem.state.fold import State
 
 
 class Applied(msgspec.Struct, frozen=True):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from vmem.state.blocks import make_block
 from vmem.agent.functions import (
     ArchivalMemorySearch,
     Call,
@@ -27,9 +26,22 @@ from vmem.agent.functions import (
 )
 from vmem.agent.memory import apply_memory_call, tool_call_block, tool_result
 from vmem.agent.replies import reduce_text
+from vmem.schemas.events import (
+    ErrorRaised,
+    Event,
+    ModelResponded,
+    PageFaultRaised,
+    TurnEnded,
+)
+from vmem.schemas.messages import (
+    ReduceReply,
+    ReduceRequest,
+    ToolCall,
+    ToolResultsReply,
+    ToolResultsRequest,
+)
+from vmem.state.blocks import make_block
 from vmem.state.fold import State
-from vmem.schemas.events import ErrorRaised, Event, ModelResponded, PageFaultRaised, TurnEnded
-from vmem.schemas.messages import ReduceReply, ReduceRequest, ToolCall, ToolResultsReply, ToolResultsRequest
 
 Checked = Call | CallError | ToolCall
 SEARCHES = (ConversationSearch, ArchivalMemorySearch, ConversationSearchDate)

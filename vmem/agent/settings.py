@@ -7,11 +7,17 @@ comes to, or raises UsageError saying what was wrong.
 from __future__ import annotations
 
 from vmem.agent.functions import MEMORY_FUNCTIONS
-from vmem.paging.handoff import GRANTS_AGENT
-from vmem.state.namespace import subject_tokens, validate_namespace
 from vmem.errors import UsageError
-from vmem.schemas.events import Event, GrantIssued, GrantRevoked, PermissionsSet, SlotDefined
+from vmem.paging.handoff import GRANTS_AGENT
+from vmem.schemas.events import (
+    Event,
+    GrantIssued,
+    GrantRevoked,
+    PermissionsSet,
+    SlotDefined,
+)
 from vmem.schemas.messages import GrantRequest, PermissionsRequest, SlotRequest
+from vmem.state.namespace import subject_tokens, validate_namespace
 
 
 def slot_events(req: SlotRequest) -> list[Event]:

@@ -15,8 +15,8 @@ from typing import Any, Awaitable, Callable, Mapping
 
 import msgspec
 
-from vmem.models.model import ToolSpec
 from vmem.errors import VmemError
+from vmem.models.model import ToolSpec
 from vmem.schemas.messages import ToolCall
 
 Handler = Callable[[dict[str, Any]], "str | Awaitable[str]"]

@@ -19,6 +19,7 @@ import msgspec
 from vmem.errors import BudgetError, UsageError
 from vmem.schemas.events import LeftOut
 
+
 class SectionSpec(msgspec.Struct, frozen=True):
     name: str
     priority: int  # lower fills first

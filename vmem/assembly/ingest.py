@@ -15,14 +15,14 @@ from pathlib import Path
 
 import msgspec
 
-from vmem.state.blocks import make_block
-from vmem.assembly.text_input import check_text_file, iter_lines
 from vmem.assembly.split import split_pages
-from vmem.state.fold import State
+from vmem.assembly.text_input import check_text_file, iter_lines
 from vmem.assembly.tokens import Tokenizer
 from vmem.errors import UsageError
 from vmem.schemas.events import DocumentIngested, EdgeAdded, Event
 from vmem.schemas.messages import MAX_PAGES, IngestRequest, PageIn
+from vmem.state.blocks import make_block
+from vmem.state.fold import State
 
 BATCH_PAGES = 500
 DEFAULT_PAGE_TOKENS = 256

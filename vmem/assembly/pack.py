@@ -11,19 +11,29 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from typing import TYPE_CHECKING, Callable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Protocol, Sequence
 
 import msgspec
 
-from vmem.assembly.budget import DEFAULT_TABLE, Item, SectionSpec, fill, section_footer, section_header
-from vmem.state.fold import State
+from vmem.assembly.budget import (
+    DEFAULT_TABLE,
+    Item,
+    SectionSpec,
+    fill,
+    section_footer,
+    section_header,
+)
 from vmem.assembly.tokens import Tokenizer, get_tokenizer
 from vmem.errors import BudgetError
-from vmem.schemas.events import BlockWritten, CandidateTrace, LeftOut, PromptPacked, SectionTrace
+from vmem.schemas.events import (
+    BlockWritten,
+    CandidateTrace,
+    LeftOut,
+    PromptPacked,
+    SectionTrace,
+)
 from vmem.schemas.messages import ChatMessage, ToolCall
-
-if TYPE_CHECKING:
-    from vmem.paging.decisions import BlockSource
+from vmem.state.fold import State
 
 # Render order: the stable prefix first (cacheable: instructions, tools and
 # the working context, which changes only when edited), then what changes per
@@ -369,8 +379,16 @@ def pack(inp: PackInput, tokenizer: Tokenizer, table: Sequence[SectionSpec] = DE
 
 
 
+class BlockSource(Protocol):
+    """Where packing and paging read block texts and token counts (the home's block store)."""
+
+    def get_many(self, ns: str, bids: Iterable[str]) -> dict[str, BlockWritten]: ...
+
+    def token_counts(self, ns: str, bids: Iterable[str], tokenizer: Tokenizer) -> dict[str, int]: ...
+
+
 def pack_state(
-    source: "BlockSource", ns: str, state: State, *, turn: int, attempt: int, budget: int, tokenizer: str
+    source: BlockSource, ns: str, state: State, *, turn: int, attempt: int, budget: int, tokenizer: str
 ) -> Packed:
     """Pack `state` of `ns`, reading block texts and token counts from `source` (the block store)."""
     tok = get_tokenizer(tokenizer)

@@ -11,8 +11,8 @@ import re
 from collections import Counter
 from typing import Sequence
 
-from vmem.retrieval.bm25 import terms
 from vmem.assembly.tokens import Tokenizer
+from vmem.retrieval.bm25 import terms
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 RATIO = 10

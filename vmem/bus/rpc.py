@@ -6,9 +6,9 @@ from typing import Any, TypeVar
 
 from vmem import errors
 from vmem.bus.bus import Bus
-from vmem.state.namespace import subject
 from vmem.schemas.codec import decode, encode
 from vmem.schemas.messages import ErrorReply, Reply
+from vmem.state.namespace import subject
 
 R = TypeVar("R")
 

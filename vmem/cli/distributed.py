@@ -18,11 +18,11 @@ from typing import Any
 import anyio
 import msgspec
 
-from vmem.storage.home import resolve_home
-from vmem.nats.jobs import DEAD_AFTER
-from vmem.nats.jetstream_log import DEFAULT_PREFIX
-from vmem.nats.ops import DEFAULT_MONITOR_URL
 from vmem.errors import UsageError, VmemError, lone_error
+from vmem.nats.jetstream_log import DEFAULT_PREFIX
+from vmem.nats.jobs import DEAD_AFTER
+from vmem.nats.ops import DEFAULT_MONITOR_URL
+from vmem.storage.home import resolve_home
 
 __all__ = ["add_distributed_commands"]
 

@@ -23,20 +23,20 @@ import anyio
 import msgspec
 
 from vmem.agent.tools import calculator_tool
-from vmem.cli.distributed import add_distributed_commands
-from vmem.cli.ops import add_ops_commands
-from vmem.paging.handoff import GRANTS_AGENT, parse_snapshot
-from vmem.storage.home import MARKER, Home, resolve_home
 from vmem.assembly.ingest import DEFAULT_PAGE_TOKENS
 from vmem.assembly.text_input import DEFAULT_MAX_BYTES
-from vmem.models.config import model_from_env
-from vmem.models.offline import OfflineModel
+from vmem.cli.distributed import add_distributed_commands
+from vmem.cli.ops import add_ops_commands
 from vmem.cli.progress import ProgressBar
 from vmem.client.schema import ROUTES
-from vmem.service.vmem import Vmem
 from vmem.errors import UsageError, VmemError, lone_error
+from vmem.models.config import model_from_env
+from vmem.models.offline import OfflineModel
+from vmem.paging.handoff import GRANTS_AGENT, parse_snapshot
 from vmem.schemas.events import EVENT_BY_TAG
 from vmem.schemas.messages import MAX_READ
+from vmem.service.vmem import Vmem
+from vmem.storage.home import MARKER, Home, resolve_home
 
 DEFAULT_CHAT_BUDGET = 2048
 DEFAULT_FAULT_BUDGET = 2048

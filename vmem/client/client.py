@@ -19,20 +19,19 @@ from typing import Any, TypeVar
 import anyio
 import msgspec
 
-from vmem.agent.tools import AgentTool
-from vmem.bus.bus import Bus
 from vmem.agent.chat import MAX_STEPS, ChatResult, StepOutcome, chat_turn, submit_step
-from vmem.paging.handoff import grants_ns
+from vmem.agent.tools import AgentTool
 from vmem.assembly.ingest import DEFAULT_PAGE_TOKENS, ingest_requests
-from vmem.assembly.text_input import DEFAULT_MAX_BYTES
-from vmem.models.model import Model, ModelReply
-from vmem.state.namespace import subject_tokens, validate_namespace
-from vmem.models.offline import OfflineModel
 from vmem.assembly.profiles import ModelProfile, get_profile, profile_for_budget
-from vmem.bus.rpc import call
+from vmem.assembly.text_input import DEFAULT_MAX_BYTES
 from vmem.assembly.tokens import get_tokenizer
 from vmem.assembly.trace_diff import TraceDiff, diff_traces
+from vmem.bus.bus import Bus
+from vmem.bus.rpc import call
 from vmem.errors import SchemaError, UsageError
+from vmem.models.model import Model, ModelReply
+from vmem.models.offline import OfflineModel
+from vmem.paging.handoff import grants_ns
 from vmem.schemas.codec import decode
 from vmem.schemas.events import EVENT_BY_TAG, BlockWritten, PromptPacked
 from vmem.schemas.messages import (
@@ -80,6 +79,7 @@ from vmem.schemas.messages import (
     TurnBegin,
     TurnRequest,
 )
+from vmem.state.namespace import subject_tokens, validate_namespace
 
 R = TypeVar("R")
 MAX_FAULTS = 3

@@ -54,9 +54,15 @@ import anyio
 import httpx
 import msgspec
 
-from vmem.models.http_retry import AdapterBase, JSONPoster, Sleeper, decode_reply, malformed
-from vmem.models.model import ModelReply, ToolSpec
 from vmem.errors import ModelError, UsageError
+from vmem.models.http_retry import (
+    AdapterBase,
+    JSONPoster,
+    Sleeper,
+    decode_reply,
+    malformed,
+)
+from vmem.models.model import ModelReply, ToolSpec
 from vmem.schemas.messages import ChatMessage, ToolCall
 
 __all__ = ["OPENING", "AnthropicModel"]

@@ -17,10 +17,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from vmem.models.model import Model
-from vmem.models.anthropic import AnthropicModel
-from vmem.models.openai import OpenAIChatModel
 from vmem.errors import UsageError
+from vmem.models.anthropic import AnthropicModel
+from vmem.models.model import Model
+from vmem.models.openai import OpenAIChatModel
 
 __all__ = ["KINDS", "model_from_env"]
 

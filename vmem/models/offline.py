@@ -13,14 +13,14 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import Counter
-
-import msgspec
 from typing import Sequence
 
-from vmem.retrieval.bm25 import terms
-from vmem.models.model import ModelReply, ToolSpec
+import msgspec
+
 from vmem.assembly.summarize import sentences
 from vmem.assembly.tokens import get_tokenizer
+from vmem.models.model import ModelReply, ToolSpec
+from vmem.retrieval.bm25 import terms
 from vmem.schemas.messages import ChatMessage, ToolCall
 
 _SECTION = re.compile(r"^<(\w+)>\n(.*?)\n</\1>$", re.MULTILINE | re.DOTALL)

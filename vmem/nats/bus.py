@@ -58,7 +58,12 @@ from vmem.bus.bus import (
     validate_queue,
     validate_subject,
 )
-from vmem.bus.subscription import DEFAULT_PENDING_BYTES, DEFAULT_PENDING_LIMIT, BufferedSubscription, check_limit
+from vmem.bus.subscription import (
+    DEFAULT_PENDING_BYTES,
+    DEFAULT_PENDING_LIMIT,
+    BufferedSubscription,
+    check_limit,
+)
 from vmem.errors import AccessDenied, BusError, NoResponders, RequestTimeout, UsageError
 
 __all__ = [

@@ -88,9 +88,6 @@ import msgspec
 from nats import errors as nats_errors
 from nats.aio.msg import Msg as NatsMsg
 
-from vmem.nats.bus import NatsConnection
-from vmem.storage.log import AppendResult, StoredEvent, encode_batch
-from vmem.state.namespace import subject_tokens
 from vmem.errors import (
     AccessDenied,
     BusError,
@@ -100,8 +97,11 @@ from vmem.errors import (
     SchemaError,
     UsageError,
 )
+from vmem.nats.bus import NatsConnection
 from vmem.schemas.codec import decode_record
 from vmem.schemas.events import Event
+from vmem.state.namespace import subject_tokens
+from vmem.storage.log import AppendResult, StoredEvent, encode_batch
 
 __all__ = ["DEFAULT_PREFIX", "STRIDE", "JetStreamLog", "stream_name"]
 

@@ -31,9 +31,6 @@ from nats import errors as nats_errors
 from nats.aio.msg import Msg as NatsMsg
 from nats.js import errors as js_errors
 
-from vmem.nats.bus import NatsConnection
-from vmem.nats.jetstream_log import DEFAULT_PREFIX
-from vmem.state.namespace import subject_tokens
 from vmem.bus.bus import answerable
 from vmem.errors import (
     BusError,
@@ -46,8 +43,11 @@ from vmem.errors import (
     VmemError,
     from_reply,
 )
+from vmem.nats.bus import NatsConnection
+from vmem.nats.jetstream_log import DEFAULT_PREFIX
 from vmem.schemas.codec import decode, encode
 from vmem.schemas.messages import CompressDone, CompressJob, ErrorReply, Reply
+from vmem.state.namespace import subject_tokens
 
 __all__ = ["CONSUMER", "JetStreamJobQueue", "JobEvent", "jobs_stream_name"]
 

@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Protocol
+from collections.abc import Mapping, Sequence
 
 import msgspec
 
-from vmem.state.blocks import make_block
 from vmem.assembly.budget import DEFAULT_TABLE
+from vmem.assembly.pack import BlockSource, PackInput, fifo, needed_blocks, tool_partner
+from vmem.assembly.tokens import get_tokenizer
 from vmem.paging.handoff import grant_allows
-from vmem.assembly.pack import PackInput, fifo, needed_blocks, tool_partner
 from vmem.paging.select import Policy, Selection, select_resident
-from vmem.state.fold import State
-from vmem.assembly.tokens import Tokenizer, get_tokenizer
 from vmem.schemas.events import (
     BlockWritten,
     ErrorRaised,
@@ -38,6 +35,8 @@ from vmem.schemas.events import (
     TurnStarted,
 )
 from vmem.schemas.messages import Candidate, TurnBegin
+from vmem.state.blocks import make_block
+from vmem.state.fold import State
 
 SEARCH_LIMIT = 48
 PRESSURE_WARNING = 0.70
@@ -60,14 +59,6 @@ DEFAULT_SLOTS = (
     ("human", 2000, ""),
 )
 _BLOCK_REF = re.compile(r"\b[0-9a-f]{32}\b")
-
-
-class BlockSource(Protocol):
-    """Where decisions read block texts and token counts (the home's block store)."""
-
-    def get_many(self, ns: str, bids: Iterable[str]) -> dict[str, BlockWritten]: ...
-
-    def token_counts(self, ns: str, bids: Iterable[str], tokenizer: Tokenizer) -> dict[str, int]: ...
 
 
 # -- turns -----------------------------------------------------------------------------------

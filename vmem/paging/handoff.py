@@ -20,11 +20,11 @@ import hashlib
 
 import msgspec
 
-from vmem.state.namespace import subject_tokens
-from vmem.state.fold import State
 from vmem.errors import AccessDenied, UsageError
 from vmem.schemas.events import Event, HandoffExported, HandoffImported
 from vmem.schemas.messages import Snapshot
+from vmem.state.fold import State
+from vmem.state.namespace import subject_tokens
 
 FORMAT = "vmem-handoff/1"
 GRANTS_AGENT = "_grants"

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING
 import httpx
 import msgspec
 
-from vmem.retrieval.embed import check_texts, normalize_rows
-from vmem.models.http_retry import retry_after
 from vmem.errors import ModelError, UsageError
+from vmem.models.http_retry import retry_after
+from vmem.retrieval.embed import check_texts, normalize_rows
 
 if TYPE_CHECKING:
     import numpy as np

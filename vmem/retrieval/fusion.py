@@ -22,7 +22,6 @@ import msgspec
 
 from vmem.schemas.messages import Candidate
 
-
 LEXICAL_VECTOR_WEIGHT = 0.3
 
 

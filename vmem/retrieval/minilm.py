@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vmem.retrieval.embed import check_texts, normalize_rows
 from vmem.errors import VmemError
+from vmem.retrieval.embed import check_texts, normalize_rows
 
 if TYPE_CHECKING:
     import numpy as np

@@ -13,8 +13,8 @@ from typing import Protocol, Sequence, runtime_checkable
 
 import msgspec
 
-from vmem.state.blocks import BlockStore
 from vmem.state.fold import State
+from vmem.storage.block_store import BlockStore
 
 
 class RetrievalQuery(msgspec.Struct, frozen=True):

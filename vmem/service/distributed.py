@@ -32,19 +32,24 @@ from typing import Any
 
 import anyio
 
-from vmem.nats.bus import NatsBus, NatsConnection, require_asyncio
-from vmem.storage.home import Home
-from vmem.nats.jobs import DEAD_AFTER, JetStreamJobQueue, JobEvent
-from vmem.storage.log import Log
-from vmem.nats.jetstream_log import DEFAULT_PREFIX, JetStreamLog
-from vmem.nats.ops import DEFAULT_MONITOR_URL, MonitoringUnreachable, check_server_setup, fetch_varz
-from vmem.assembly.tokens import get_tokenizer
 from vmem.actors.compressor import Compressor
 from vmem.actors.hosting import build_actors
 from vmem.actors.runtime import Report, namespace_pattern
 from vmem.actors.writer import Writer
+from vmem.assembly.tokens import get_tokenizer
 from vmem.errors import HomeError, UsageError
+from vmem.nats.bus import NatsBus, NatsConnection, require_asyncio
+from vmem.nats.jetstream_log import DEFAULT_PREFIX, JetStreamLog
+from vmem.nats.jobs import DEAD_AFTER, JetStreamJobQueue, JobEvent
+from vmem.nats.ops import (
+    DEFAULT_MONITOR_URL,
+    MonitoringUnreachable,
+    check_server_setup,
+    fetch_varz,
+)
 from vmem.schemas.messages import CompressDone, CompressJob
+from vmem.storage.home import Home
+from vmem.storage.log import Log
 
 __all__ = ["CACHE_MARKER", "open_cache_home", "run_worker", "serve"]
 

@@ -15,18 +15,18 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from vmem.bus.local import LocalBus
-from vmem.nats.bus import NatsBus, require_asyncio
-from vmem.client.client import Client
-from vmem.retrieval.embed import Embedder
-from vmem.retrieval.fusion import DEFAULT_POLICY, FusionPolicy
-from vmem.storage.home import Home
-from vmem.models.model import Model
-from vmem.retrieval.retrievers import Retriever
-from vmem.paging.select import Policy
 from vmem.actors.hosting import build_actors
 from vmem.actors.retriever import DEFAULT_TIMEOUT_S
 from vmem.actors.runtime import Report
+from vmem.bus.local import LocalBus
+from vmem.client.client import Client
+from vmem.models.model import Model
+from vmem.nats.bus import NatsBus, require_asyncio
+from vmem.paging.select import Policy
+from vmem.retrieval.embed import Embedder
+from vmem.retrieval.fusion import DEFAULT_POLICY, FusionPolicy
+from vmem.retrieval.retrievers import Retriever
+from vmem.storage.home import Home
 
 
 class Vmem(Client):

@@ -20,6 +20,7 @@ import msgspec
 
 from vmem.schemas import events as ev
 
+
 class BlockMeta(msgspec.Struct, array_like=True, gc=False):
     """What the pager needs to know of a block without reading its text."""
 

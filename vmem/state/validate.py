@@ -24,10 +24,16 @@ import hashlib
 
 import msgspec
 
+from vmem.errors import InvalidNamespace
+from vmem.schemas.events import (
+    BlockWritten,
+    Event,
+    GrantIssued,
+    GrantRevoked,
+    HandoffImported,
+)
 from vmem.state.blocks import block_id
 from vmem.state.namespace import validate_namespace
-from vmem.errors import InvalidNamespace
-from vmem.schemas.events import BlockWritten, Event, GrantIssued, GrantRevoked, HandoffImported
 
 NUMERIC_ATTRS = ("page", "turn")
 _encoder = msgspec.msgpack.Encoder()

@@ -6,13 +6,14 @@ import json
 import os
 from pathlib import Path
 
-from vmem.state.blocks import BlockStore
-from vmem.storage.lmdb_env import LmdbEnv
-from vmem.storage.log import Log
-from vmem.storage.lmdb_log import LmdbLog
-from vmem.state.namespace import subject_tokens, validate_namespace
-from vmem.storage.view import NamespaceView, Snapshots
 from vmem.errors import HomeError, UnknownNamespace
+from vmem.state.namespace import subject_tokens, validate_namespace
+from vmem.storage.block_store import BlockStore
+from vmem.storage.lmdb_env import LmdbEnv
+from vmem.storage.lmdb_log import LmdbLog
+from vmem.storage.log import Log
+from vmem.storage.snapshots import Snapshots
+from vmem.storage.view import NamespaceView
 
 MARKER = "vmem-home.json"
 FORMAT = 1

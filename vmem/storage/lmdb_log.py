@@ -9,14 +9,14 @@ from typing import TYPE_CHECKING, AsyncIterator, Callable, Sequence
 import anyio
 import lmdb
 
-from vmem.storage.lmdb_env import LmdbEnv
-from vmem.storage.log import AppendResult, StoredEvent, encode_batch
-from vmem.state.namespace import validate_namespace
 from vmem.errors import ConcurrencyConflict, CorruptRecord, SchemaError
-from vmem.state.fold import _FOLD as FOLD_TABLE
-from vmem.state.validate import Rejected, check_stored
 from vmem.schemas.codec import decode_record
 from vmem.schemas.events import Event
+from vmem.state.fold import _FOLD as FOLD_TABLE
+from vmem.state.namespace import validate_namespace
+from vmem.state.validate import Rejected, check_stored
+from vmem.storage.lmdb_env import LmdbEnv
+from vmem.storage.log import AppendResult, StoredEvent, encode_batch
 
 if TYPE_CHECKING:
     from vmem.state.fold import State

@@ -14,11 +14,11 @@ from typing import AsyncIterator, Protocol, Sequence, runtime_checkable
 
 import msgspec
 
-from vmem.state.namespace import validate_namespace
 from vmem.errors import UsageError
 from vmem.schemas.codec import encode_record
 from vmem.schemas.events import Event
 from vmem.schemas.messages import StoredEvent
+from vmem.state.namespace import validate_namespace
 
 __all__ = ["AppendResult", "Log", "StoredEvent", "encode_batch", "read_all"]
 

@@ -4,9 +4,10 @@ Three checks (ARCHITECTURE, invariant 3): the state hash of a fold from zero
 must equal the live state's (snapshot plus tail); every recorded prompt trace
 must re-pack, from the state just before it, to the same SHA-256
 (re-render); and every pager decision must come out the same when the pager's
-selection is run again on the state before it (re-decide).  Both run the
-library functions the actors run (:func:`vmem.assembly.pack.pack_state`,
-:func:`vmem.paging.decisions.decide_fault`).
+selection is run again on the state before it (re-decide).  Re-rendering and
+re-deciding are the packer's and the pager's own functions, passed in as
+:class:`Checks` (:class:`vmem.paging.redo.PagerChecks`), so storage knows
+nothing of them.
 
 Re-decide re-runs selection from the candidates and scores the decision
 recorded: retrieval itself reads indexes that have grown since, so its raw
@@ -16,17 +17,35 @@ are skipped here too (and counted), so replay and the live view agree.
 
 from __future__ import annotations
 
-from vmem.storage.home import Home
-from vmem.storage.log import Log
-from vmem.assembly.pack import pack_state
-from vmem.paging.decisions import decide_fault
+from typing import Protocol
+
+from vmem.schemas.events import (
+    PageEvicted,
+    PageFaultRaised,
+    PageFaultResolved,
+    PageLoaded,
+    PromptPacked,
+)
+from vmem.schemas.messages import ReplayReport
 from vmem.state.fold import State, decode_snapshot, encode_snapshot, fold, state_hash
 from vmem.state.validate import Rejected
+from vmem.storage.home import Home
+from vmem.storage.log import Log
 from vmem.storage.view import checked_batches
-from vmem.schemas.events import PageEvicted, PageFaultRaised, PageFaultResolved, PageLoaded, PromptPacked
-from vmem.schemas.messages import Candidate, ReplayReport
 
 _PAGE_EVENTS = (PageFaultRaised, PageEvicted, PageLoaded)
+
+
+class Checks(Protocol):
+    """The decisions replay runs again: the packer's rendering and the pager's selection."""
+
+    def render(self, ns: str, state: State, trace: PromptPacked) -> str:
+        """The SHA-256 of the prompt `state` packs to, with the trace's turn, attempt, budget and tokenizer."""
+        ...
+
+    def decide(self, ns: str, state: State, resolved: PageFaultResolved) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(loaded, evicted) that the pager decides on `state` from the candidates `resolved` recorded."""
+        ...
 
 
 async def fold_log(log: Log, ns: str, state: State, *, after: int = 0, until: int | None = None,
@@ -48,8 +67,9 @@ async def fold_log(log: Log, ns: str, state: State, *, after: int = 0, until: in
     return n, last
 
 
-async def replay(home: Home, ns: str, *, until: int | None = None, verify: bool = True) -> ReplayReport:
-    """Re-fold `ns` from zero (through `until`); with `verify`, re-render and re-decide as well."""
+async def replay(home: Home, ns: str, *, until: int | None = None, checks: Checks | None = None) -> ReplayReport:
+    """Re-fold `ns` from zero (through `until`); with `checks`, re-render and re-decide as well."""
+    verify = checks is not None
     state = State(ns=ns)
     rejected: list[Rejected] = []
     events = 0
@@ -71,22 +91,17 @@ async def replay(home: Home, ns: str, *, until: int | None = None, verify: bool 
                 if type(ev) is PageFaultResolved and ev.policy:
                     # No page events before it: the decision changed nothing.
                     base = before_run if before_run is not None else state
-                    _events, sel = decide_fault(
-                        home.store, ns, base, fault_id=ev.fault_id, turn=ev.turn, attempt=ev.attempt,
-                        budget=ev.budget, tokenizer=ev.tokenizer,
-                        candidates=tuple(Candidate(c.block_id, c.fused, c.scores) for c in ev.candidates if c.scores or c.fused),
-                        explicit=ev.explicit, policy=ev.policy, query="", source_kind="pager", raise_event=False,  # type: ignore[arg-type]
-                    )
                     decided += 1
-                    if (sel.load, sel.evict) == (ev.loaded, ev.evicted):
+                    assert checks is not None
+                    if checks.decide(ns, base, ev) == (ev.loaded, ev.evicted):
                         same += 1
                     elif not differ:
                         differ = stored.seq
                     before_run = None
                 if type(ev) is PromptPacked:
-                    p = pack_state(home.store, ns, state, turn=ev.turn, attempt=ev.attempt, budget=ev.budget, tokenizer=ev.tokenizer)
+                    assert checks is not None
                     checked += 1
-                    if p.sha256 == ev.prompt_sha256:
+                    if checks.render(ns, state, ev) == ev.prompt_sha256:
                         equal += 1
                     elif not mismatch:
                         mismatch = stored.seq

@@ -12,78 +12,24 @@ fails, :meth:`NamespaceView.reset` drops the speculative state.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import AsyncIterator, Callable, Sequence
 
 import anyio
 
-from vmem.state.blocks import BlockStore
-from vmem.storage.lmdb_env import LmdbEnv
-from vmem.storage.log import Log
-from vmem.state.fold import State, apply, decode_snapshot, encode_snapshot
-from vmem.state.validate import Rejected, check_stored
 from vmem.errors import CorruptRecord
 from vmem.schemas.events import BlockWritten, Event
 from vmem.schemas.messages import StoredEvent
+from vmem.state.fold import State, apply
+from vmem.state.validate import Rejected, check_stored
+from vmem.storage.block_store import BlockStore
+from vmem.storage.log import Log
+from vmem.storage.snapshots import Snapshots
 
-_U64 = struct.Struct(">Q")
 SNAPSHOT_EVERY = 20000
 # Events decoded per read while catching up: bounds memory (pages can be
 # several KB each) without costing speed (a read is one cursor scan).
 CATCH_UP_BATCH = 1024
 KEEP_REJECTED = 256
-
-
-class Snapshots:
-    """Folded states of a namespace, each keyed by the sequence it reflects.
-
-    Caches, never the truth: they can all be deleted and rebuilt by folding.
-    """
-
-    KEEP = 4  # per namespace; older ones are pruned
-
-    def __init__(self, env: LmdbEnv) -> None:
-        self._env = env
-        self._db = env.db("snapshots")
-
-    def load(self, ns: str, *, at_most: int | None = None) -> tuple[int, State] | None:
-        """The newest snapshot of `ns` (reflecting a sequence <= `at_most`)."""
-        prefix = ns.encode() + b"\x00"
-        limit = prefix + _U64.pack(at_most if at_most is not None else 2**64 - 1)
-
-        def txn_fn(txn):
-            with txn.cursor(db=self._db) as cur:
-                if cur.set_range(limit):
-                    if cur.key() == limit:
-                        return cur.value()
-                    if not cur.prev():
-                        return None
-                elif not cur.last():
-                    return None
-                return cur.value() if cur.key().startswith(prefix) else None
-
-        raw = self._env.read(txn_fn)
-        if raw is None:
-            return None
-        return _U64.unpack_from(raw)[0], decode_snapshot(raw[8:])
-
-    def save(self, ns: str, seq: int, state: State) -> None:
-        prefix = ns.encode() + b"\x00"
-        data = _U64.pack(seq) + encode_snapshot(state)
-
-        def txn_fn(txn):
-            txn.put(prefix + _U64.pack(seq), data, db=self._db)
-            with txn.cursor(db=self._db) as cur:
-                keys = []
-                if cur.set_range(prefix):
-                    for k in cur.iternext(keys=True, values=False):
-                        if not k.startswith(prefix):
-                            break
-                        keys.append(k)
-            for k in keys[: -self.KEEP]:
-                txn.delete(k, db=self._db)
-
-        self._env.write(txn_fn)
 
 
 async def checked_batches(
