@@ -24,6 +24,7 @@ from vmem.actors.runtime import Actor, ActorRuntime, Caller, Report
 from vmem.actors.writer import Writer
 from vmem.bus.bus import Bus
 from vmem.bus.jobs import JobQueue
+from vmem.bus.subjects import Subjects
 from vmem.models.model import Model
 from vmem.paging.select import Policy
 from vmem.retrieval.embed import Embedder
@@ -52,8 +53,8 @@ class Hosted(msgspec.Struct):
     compressor: Compressor | None
 
     def runtime(self, bus: Bus, *, namespaces: Sequence[str] = ("*/*",), report: Report | None = None) -> ActorRuntime:
-        return ActorRuntime(bus, self.actors, namespaces=namespaces, caller=self.caller, report=report,
-                            record=self.writer.record_error)
+        return ActorRuntime(bus, self.actors, subjects=self.caller.subjects, namespaces=namespaces, caller=self.caller,
+                            report=report, record=self.writer.record_error)
 
 
 def build_actors(
@@ -68,14 +69,16 @@ def build_actors(
     retriever_timeout_s: float = DEFAULT_TIMEOUT_S,
     embedder: Embedder | None = None,
     summariser: Model | None = None,
+    subjects: Subjects | None = None,
 ) -> Hosted:
     """Pager, retriever, packer, reducer, memory and reader (and a compressor) for one runtime.
 
     Without `jobs`, compressor jobs are requests to the compressor actor;
     `vmem serve` passes the JetStream work queue and hosts no compressor.
     """
-    writer = Writer(home, bus)
-    caller = Caller(bus)
+    subjects = subjects or Subjects()
+    writer = Writer(home, bus, subjects)
+    caller = Caller(bus, subjects)
     jobs = jobs if jobs is not None else CallerJobs(caller)
     actors: list[Actor] = [
         Pager(home, writer, caller, jobs, policy=policy),

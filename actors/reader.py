@@ -92,20 +92,7 @@ class Reader:
 
     async def tail(self, req: TailRequest) -> ReadReply:
         view = await self.home.require_namespace(req.ns)
-        log = self.home.log
-        read_last = getattr(log, "read_last", None)
-        if read_last is not None:  # the log can read backwards (LMDB: a reverse cursor)
-            events = read_last(req.ns, req.n)
-        else:
-            last = await log.last_seq(req.ns)
-            window = max(req.n, 64)
-            while True:  # sequences are shared by namespaces: walk back in widening windows
-                after = max(0, last - window)
-                events = await log.read(req.ns, after=after, limit=10**9)
-                if len(events) >= req.n or after == 0:
-                    events = events[-req.n:]
-                    break
-                window *= 4
+        events = await self.home.log.read_last(req.ns, req.n)
         return ReadReply(events=tuple(events), through=events[-1].seq if events else 0, head=view.pos)
 
     async def block(self, req: BlockRequest) -> BlockReply:

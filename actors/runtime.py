@@ -35,10 +35,10 @@ import msgspec
 from vmem import errors
 from vmem.bus.bus import Bus, Msg, answerable, subject_matches
 from vmem.bus.rpc import call
+from vmem.bus.subjects import Subjects, namespace_pattern
 from vmem.nats.ops import request_tenant
 from vmem.schemas.codec import decode, encode_as, is_json
 from vmem.schemas.messages import ErrorReply
-from vmem.state.namespace import subject, validate_namespace
 
 R = TypeVar("R")
 Handler = Callable[[Any], Awaitable[Any]]
@@ -66,30 +66,16 @@ class Actor(Protocol):
     def routes(self) -> Mapping[str, Route]: ...
 
 
-def namespace_pattern(ns: str) -> str:
-    """Subject tokens for a namespace or a wildcard: ``acme/agent7``, ``acme/*`` or ``*/*``."""
-    if ns == "*/*":
-        return "*.*"
-    if isinstance(ns, str) and ns.endswith("/*"):
-        tenant = validate_namespace(ns[:-1] + "x").split("/")[0]
-        return f"{tenant}.*"
-    return validate_namespace(ns).replace("/", ".")
-
-
-def _namespace_of(subj: str) -> str:
-    parts = subj.split(".")
-    return f"{parts[1]}/{parts[2]}"
-
-
 class Caller:
     """How actors call each other: straight to a handler this process hosts, else over the bus."""
 
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, subjects: Subjects) -> None:
         self.bus = bus
+        self.subjects = subjects
         self._local: dict[str, tuple[Route, list[str]]] = {}
 
-    def host(self, actor: str, verb: str, route: Route, patterns: Sequence[str]) -> None:
-        self._local[f"{actor}.{verb}"] = (route, [f"vmem.{p}.{actor}.{verb}" for p in patterns])
+    def host(self, actor: str, verb: str, route: Route, namespaces: Sequence[str]) -> None:
+        self._local[f"{actor}.{verb}"] = (route, [self.subjects.route(ns, actor, verb) for ns in namespaces])
 
     def forget(self) -> None:
         self._local.clear()
@@ -98,13 +84,13 @@ class Caller:
         local = self._local.get(f"{actor}.{verb}")
         if local is not None:
             route, patterns = local
-            subj = subject(ns, actor, verb)
+            subj = self.subjects.request(ns, actor, verb)
             if any(subject_matches(p, subj) for p in patterns):
                 reply = await route.handler(request)
                 if not isinstance(reply, reply_type):
                     raise errors.SchemaError(f"{actor}.{verb} answered {type(reply).__name__}, expected {reply_type.__name__}")
                 return reply
-        return await call(self.bus, ns, actor, verb, request, reply_type, timeout=timeout)
+        return await call(self.bus, self.subjects.request(ns, actor, verb), request, reply_type, timeout=timeout)
 
 
 def _stderr_report(info: dict[str, Any]) -> None:
@@ -127,6 +113,7 @@ class ActorRuntime:
         bus: Bus,
         actors: list[Actor],
         *,
+        subjects: Subjects,
         namespaces: Sequence[str] = ("*/*",),
         caller: Caller | None = None,
         report: Report | None = None,
@@ -134,7 +121,10 @@ class ActorRuntime:
     ) -> None:
         self.bus = bus
         self.actors = actors
-        self.patterns = sorted({namespace_pattern(ns) for ns in namespaces})
+        self.subjects = subjects
+        self.namespaces = sorted(set(namespaces))
+        for ns in self.namespaces:
+            namespace_pattern(ns)  # refused before anything is subscribed
         self.caller = caller
         self.report = report or _stderr_report
         self.record = record
@@ -149,9 +139,9 @@ class ActorRuntime:
             for actor in self.actors:
                 for verb, route in sorted(actor.routes().items()):
                     if self.caller is not None:
-                        self.caller.host(actor.name, verb, route, self.patterns)
-                    for pattern in self.patterns:
-                        sub = await self.bus.subscribe(f"vmem.{pattern}.{actor.name}.{verb}", queue=actor.queue)
+                        self.caller.host(actor.name, verb, route, self.namespaces)
+                    for ns in self.namespaces:
+                        sub = await self.bus.subscribe(self.subjects.route(ns, actor.name, verb), queue=actor.queue)
                         for _ in range(max(1, actor.concurrency)):
                             tg.start_soon(self._serve, sub, route, f"{actor.name}.{verb}")
             try:
@@ -172,7 +162,7 @@ class ActorRuntime:
             self.refused += 1
             return
         json = is_json(msg.data)
-        ns = _namespace_of(msg.subject)
+        ns = self.subjects.namespace_of(msg.subject)
         try:
             reply = await self._reply(msg, route, where, ns)
         except errors.VmemError as exc:
@@ -196,7 +186,6 @@ class ActorRuntime:
             raise errors.UsageError(
                 f"{where}: message for namespace {request.ns!r} sent on {msg.subject}; no actor reads across namespaces"
             )
-        validate_namespace(ns)
         return await route.handler(request)
 
     async def _internal(self, exc: Exception, where: str, ns: str) -> ErrorReply:

@@ -17,11 +17,11 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from vmem.bus.bus import Bus
+from vmem.bus.subjects import Subjects
 from vmem.errors import BusError, ConcurrencyConflict, UsageError
 from vmem.schemas.codec import encode
 from vmem.schemas.events import ErrorRaised, Event
 from vmem.schemas.messages import EventsCommitted, StoredEvent
-from vmem.state.namespace import subject_tokens
 from vmem.storage.home import Home
 from vmem.storage.log import AppendResult
 from vmem.storage.view import Draft
@@ -31,17 +31,13 @@ ATTEMPTS = 8
 NOTIFY_BYTES = 64 * 1024  # larger batches are announced without their events; watchers read them
 
 
-def events_subject(ns: str) -> str:
-    tenant, agent = subject_tokens(ns)
-    return f"vmem.{tenant}.{agent}.events"
-
-
 class Writer:
     """Appends for the actors of one runtime (see the module docstring)."""
 
-    def __init__(self, home: Home, bus: Bus | None = None) -> None:
+    def __init__(self, home: Home, bus: Bus | None = None, subjects: Subjects | None = None) -> None:
         self.home = home
         self.bus = bus
+        self.subjects = subjects or Subjects()
 
     async def commit(
         self,
@@ -103,6 +99,6 @@ class Writer:
         if len(data) > NOTIFY_BYTES:
             data = encode(EventsCommitted(ns=ns, first=result.first_seq, last=result.last_seq, prev=prev))
         try:
-            await self.bus.publish(events_subject(ns), data)
+            await self.bus.publish(self.subjects.events(ns), data)
         except (BusError, UsageError):
             pass  # at most once: watchers read what they missed

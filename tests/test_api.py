@@ -9,7 +9,6 @@ import pytest
 import vmem
 from vmem import Vmem
 from vmem.assembly.tokens import get_tokenizer
-from vmem.bus.rpc import call
 from vmem.schemas.messages import (
     FaultReply,
     FaultRequest,
@@ -85,8 +84,7 @@ async def test_unknown_namespace_is_a_clear_error(tmp_path: Path):
 async def test_a_fault_for_a_page_that_does_not_exist_is_an_error_event_not_a_crash(tmp_path: Path, handbook_file: Path):
     async with Vmem.open(tmp_path / "home", create=True) as vm:
         await vm.ingest(NS, handbook_file)
-        reply = await call(
-            vm.bus, NS, "pager", "fault",
+        reply = await vm._call(NS, "pager", "fault",
             FaultRequest(ns=NS, fault_id="f-missing", turn=1, budget=512, block_ids=("0" * 32,)),
             FaultReply,
         )
@@ -108,10 +106,9 @@ async def test_untrusted_model_output_becomes_an_error_event(tmp_path, handbook_
         await vm.ingest(NS, handbook_file)
         await vm.ask(NS, "Who is the principal keeper of Cape Wrath?", budget=800)
         turn = vm._home.view(NS).state.turn
-        await call(vm.bus, NS, "pager", "turn", TurnRequest(ns=NS, turn=turn, attempt=9, budget=800), PackReply)
+        await vm._call(NS, "pager", "turn", TurnRequest(ns=NS, turn=turn, attempt=9, budget=800), PackReply)
         before = vm._home.view(NS).state.resident.copy()
-        red = await call(
-            vm.bus, NS, "reducer", "reduce",
+        red = await vm._call(NS, "reducer", "reduce",
             ReduceRequest(ns=NS, turn=turn, attempt=9, model="test", text=text),
             ReduceReply,
         )

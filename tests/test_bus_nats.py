@@ -16,7 +16,8 @@ from natsserver import NatsServer, fresh_nats_server, nats_server  # noqa: F401 
 
 from vmem.bus.bus import Bus
 from vmem.errors import BusError, UsageError
-from vmem.nats.bus import NatsBus, NatsConnection, redact_url
+from vmem.nats.bus import NatsBus
+from vmem.nats.connection import NatsConnection, redact_url
 
 
 @pytest.fixture

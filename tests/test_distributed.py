@@ -36,7 +36,7 @@ from procs import start_worker as worker_proc
 
 from vmem import Vmem
 from vmem.errors import ActorError, HomeError, UsageError
-from vmem.nats.bus import NatsConnection
+from vmem.nats.connection import NatsConnection
 from vmem.nats.jetstream_log import JetStreamLog
 from vmem.nats.jobs import JetStreamJobQueue
 from vmem.schemas import events as ev
@@ -99,7 +99,7 @@ async def test_turns_end_to_end_with_serve_and_a_worker_in_other_processes(
     await worker.wait_for(ready)
 
     answers = []
-    async with Vmem.connect(nats_server.url) as vm:  # a URL, nothing else: no JetStream rights, no local home
+    async with Vmem.connect(nats_server.url, prefix=prefix) as vm:  # a URL, nothing else: no JetStream rights, no local home
         ingested = await vm.ingest(NS, handbook_file)
         assert ingested.pages > 50
         for q in QUESTIONS:
@@ -117,7 +117,7 @@ async def test_turns_end_to_end_with_serve_and_a_worker_in_other_processes(
 
     # `vmem replay --nats` from yet another process: a request to the service's reader.
     out = subprocess.run(
-        vmem_cmd("replay", "--nats", nats_server.url, "--ns", NS, "--verify", "--json"),
+        vmem_cmd("replay", "--nats", nats_server.url, "--prefix", prefix, "--ns", NS, "--verify", "--json"),
         capture_output=True, text=True, timeout=120, cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr
@@ -287,7 +287,8 @@ async def test_cache_homes_and_embedded_homes_do_not_mix(nats_server: NatsServer
 
 
 async def test_serve_hosts_only_the_namespaces_it_is_given(nats_server: NatsServer, tmp_path: Path, prefix: str) -> None:
-    from vmem.bus.rpc import call
+    from vmem import Client
+    from vmem.bus.subjects import Subjects
     from vmem.errors import NoResponders, UnknownNamespace
     from vmem.nats.bus import NatsBus
     from vmem.schemas.messages import PackReply, TurnRequest
@@ -300,13 +301,14 @@ async def test_serve_hosts_only_the_namespaces_it_is_given(nats_server: NatsServ
         with anyio.fail_after(30):
             await ready_event.wait()
         async with await NatsBus.connect(nats_server.url) as bus:
+            client = Client(bus, subjects=Subjects(prefix))
             for ns in ("initech/agent1", "globex/agent2"):
                 with pytest.raises(NoResponders):
-                    await call(bus, ns, "pager", "turn", TurnRequest(ns=ns, turn=1, attempt=0, budget=512), PackReply, timeout=5)
+                    await client._call(ns, "pager", "turn", TurnRequest(ns=ns, turn=1, attempt=0, budget=512), PackReply, timeout=5)
             for ns in ("acme/agent9", "globex/agent1"):
                 # Served: the pager answers (that the namespace has no turn yet).
                 with pytest.raises(UnknownNamespace):
-                    await call(bus, ns, "pager", "turn", TurnRequest(ns=ns, turn=1, attempt=0, budget=512), PackReply, timeout=10)
+                    await client._call(ns, "pager", "turn", TurnRequest(ns=ns, turn=1, attempt=0, budget=512), PackReply, timeout=10)
         tg.cancel_scope.cancel()
 
 

@@ -278,7 +278,8 @@ async def test_a_reader_sees_what_another_process_appended_before_telling_it(log
     new events at once.  Most of the reader's reads in between are answered
     locally (nothing announced), so this checks the announcements' order.
     """
-    from vmem.nats.bus import NatsBus, NatsConnection
+    from vmem.nats.bus import NatsBus
+    from vmem.nats.connection import NatsConnection
 
     ns = fresh_ns()
     reader_conn = await NatsConnection.connect(nats_server.url)

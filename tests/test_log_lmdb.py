@@ -302,14 +302,3 @@ def test_two_processes_grow_the_map_together(tmp_path: Path) -> None:
     # 2 x 60 batches x ~600 KB: ~70 MiB, past the initial map while both write.
     results = _run_writers(path, tmp_path, batches=60, big=600_000)
     _check_writers(path, results, 60)
-
-
-@pytest.mark.anyio
-async def test_read_last_walks_back_within_one_namespace(log: LmdbLog) -> None:
-    for ns in ("tail/a", "tail/ab", "tail/a_"):  # neighbours on both sides of tail/a's keys
-        await log.append(ns, [ev.ErrorRaised(ns=ns, turn=i, where="w", code="c", message=ns) for i in range(30)])
-    everything = await log.read("tail/a", limit=1000)
-    assert log.read_last("tail/a", 7) == everything[-7:]
-    assert log.read_last("tail/a", 100) == everything
-    assert log.read_last("tail/a", 0) == []
-    assert log.read_last("tail/none", 5) == []

@@ -295,7 +295,7 @@ async def test_a_tenant_cannot_write_into_any_stream(server: NatsServer, acme: n
         # The service publishes on the log's subjects: that is stored ...
         stored = json.loads((await nc.request("vmem.acme.agent3.log._", b"service frame", timeout=5)).data)
         assert stored["stream"] == "VMEM_acme" and stored["seq"] == 1
-        key_subject = log._key_subject("acme", "agent3", "k1")
+        key_subject = log.key_subject("acme/agent3", "k1")
 
         # ... acme tries everything the old layout let a tenant do.
         await acme.publish("$JS.API.DIRECT.GET.VMEM_acme", json.dumps({"seq": 1}).encode(), reply="vmem.globex.agent3.log._")

@@ -8,7 +8,6 @@ import anyio
 import pytest
 
 from vmem import ModelReply, Vmem
-from vmem.bus.rpc import call
 from vmem.retrieval.retrievers import RetrievalContext, RetrievalQuery
 from vmem.schemas.events import ErrorRaised, PageFaultRaised, PromptPacked
 from vmem.schemas.messages import (
@@ -56,7 +55,7 @@ async def _events(vm: Vmem, kind: type) -> list:
 async def test_a_failing_and_a_slow_plugin_are_recorded_not_fatal(tmp_path: Path, handbook_file: Path):
     async with Vmem.open(tmp_path / "h", create=True, retrievers=[Boom(), Sleepy(), Favourite()], retriever_timeout_s=0.3) as vm:
         await vm.ingest(NS, handbook_file)
-        reply = await call(vm.bus, NS, "retriever", "search", SearchRequest(ns=NS, query="Cape Wrath keeper", limit=10), SearchReply)
+        reply = await vm._call(NS, "retriever", "search", SearchRequest(ns=NS, query="Cape Wrath keeper", limit=10), SearchReply)
         assert any(e.startswith("boom: RuntimeError: index offline") for e in reply.errors)
         assert any(e.startswith("sleepy: timed out") for e in reply.errors)
         assert any("bm25" in c.scores for c in reply.candidates)
@@ -75,7 +74,7 @@ async def test_explicit_fault_by_block_id_loads_that_page(tmp_path: Path, handbo
         await vm.ask(NS, "Who is the principal keeper of Cape Wrath?", budget=800)
         state = vm._home.view(NS).state
         far = next(b for b in reversed(state.order) if state.blocks[b].kind == "page" and b not in state.resident)
-        reply = await call(vm.bus, NS, "pager", "fault", FaultRequest(ns=NS, fault_id="manual-1", turn=1, budget=800, block_ids=(far,)), FaultReply)
+        reply = await vm._call(NS, "pager", "fault", FaultRequest(ns=NS, fault_id="manual-1", turn=1, budget=800, block_ids=(far,)), FaultReply)
         assert far in reply.loaded and far in vm._home.view(NS).state.resident
 
 
@@ -114,7 +113,7 @@ async def test_evicting_a_pinned_block_is_refused(tmp_path: Path, handbook_file:
         state = vm._home.view(NS).state
         system = state.pinned[0]
         page = next(b for b in state.resident if b not in state.pinned)
-        reply = await call(vm.bus, NS, "pager", "evict", EvictRequest(ns=NS, turn=1, block_ids=(system, page)), EvictReply)
+        reply = await vm._call(NS, "pager", "evict", EvictRequest(ns=NS, turn=1, block_ids=(system, page)), EvictReply)
         assert reply.refused == (system,) and reply.evicted == (page,)
         state = vm._home.view(NS).state
         assert system in state.resident and page not in state.resident

@@ -12,12 +12,11 @@ import msgspec
 import pytest
 
 from vmem import Vmem
-from vmem.bus.rpc import call
+from vmem.bus.subjects import Subjects
 from vmem.errors import AccessDenied, ActorError, SchemaError, UsageError
 from vmem.schemas import events as ev
 from vmem.schemas.codec import decode, encode
 from vmem.schemas.messages import ErrorReply, Reply, StateReply, StateRequest
-from vmem.state.namespace import subject
 
 pytestmark = pytest.mark.anyio
 NS = "acme/agent7"
@@ -61,7 +60,7 @@ async def test_a_bug_in_a_handler_is_answered_recorded_and_reported_and_the_next
 async def test_malformed_requests_get_an_error_reply(tmp_path: Path, handbook_file: Path, body: bytes, code: str, needle: str):
     async with Vmem.open(tmp_path / "home", create=True) as vm:
         await vm.ingest(NS, handbook_file)
-        msg = await vm.bus.request(subject(NS, "reader", "state"), body, timeout=10)
+        msg = await vm.bus.request(Subjects().request(NS, "reader", "state"), body, timeout=10)
         reply = decode(msg.data, Reply)
         assert isinstance(reply, ErrorReply) and reply.code == code and needle in reply.message
         assert (await vm.state(NS)).head > 0
@@ -70,7 +69,7 @@ async def test_malformed_requests_get_an_error_reply(tmp_path: Path, handbook_fi
 async def test_json_in_json_out(tmp_path: Path, handbook_file: Path):
     async with Vmem.open(tmp_path / "home", create=True) as vm:
         await vm.ingest(NS, handbook_file)
-        msg = await vm.bus.request(subject(NS, "reader", "state"), b'{"msg": "state", "ns": "acme/agent7"}', timeout=10)
+        msg = await vm.bus.request(Subjects().request(NS, "reader", "state"), b'{"msg": "state", "ns": "acme/agent7"}', timeout=10)
         assert msgspec.json.decode(msg.data, type=StateReply).head > 0
 
 
@@ -78,8 +77,8 @@ async def test_answers_go_to_request_inboxes_only(tmp_path: Path, handbook_file:
     async with Vmem.open(tmp_path / "home", create=True) as vm:
         await vm.ingest(NS, handbook_file)
         async with await vm.bus.subscribe("vmem.globex.>") as elsewhere:
-            await vm.bus.publish(subject(NS, "reader", "state"), encode(StateRequest(ns=NS)), reply="vmem.globex.agent1.pager.turn")
-            reply = await call(vm.bus, NS, "reader", "state", StateRequest(ns=NS), StateReply)  # served in order, after it
+            await vm.bus.publish(Subjects().request(NS, "reader", "state"), encode(StateRequest(ns=NS)), reply="vmem.globex.agent1.pager.turn")
+            reply = await vm._call(NS, "reader", "state", StateRequest(ns=NS), StateReply)  # served in order, after it
             assert reply.head > 0 and elsewhere.pending == 0
 
 
@@ -87,7 +86,7 @@ async def test_a_request_stamped_by_another_tenants_account_is_refused(tmp_path:
     """nats-server stamps a request crossing an account import; the actors never act for another tenant."""
     async with Vmem.open(tmp_path / "home", create=True) as vm:
         await vm.ingest(NS, handbook_file)
-        msg = await vm.bus.request(subject(NS, "reader", "state"), encode(StateRequest(ns=NS)), timeout=10,
+        msg = await vm.bus.request(Subjects().request(NS, "reader", "state"), encode(StateRequest(ns=NS)), timeout=10,
                                    headers={"Nats-Request-Info": '{"acc":"TENANT_globex"}'})
         reply = decode(msg.data, Reply)
         assert isinstance(reply, ErrorReply) and reply.code == "AccessDenied"
@@ -101,9 +100,9 @@ async def test_client_errors_keep_their_class(tmp_path: Path, handbook_file: Pat
         with pytest.raises(AccessDenied):
             await vm.handoff_import(await vm.handoff_export(NS), "globex/x")
         with pytest.raises(SchemaError, match="Expected `str`"):
-            await call(vm.bus, NS, "reader", "state", {"msg": "state", "ns": 7}, StateReply)
+            await vm._call(NS, "reader", "state", {"msg": "state", "ns": 7}, StateReply)
         # Fields a newer client may send are ignored: evolution is additive.
-        assert (await call(vm.bus, NS, "reader", "state", {"msg": "state", "ns": NS, "newer": 1}, StateReply)).head > 0
+        assert (await vm._call(NS, "reader", "state", {"msg": "state", "ns": NS, "newer": 1}, StateReply)).head > 0
 
 
 async def test_the_published_routes_are_the_actors_client_routes(tmp_path: Path):

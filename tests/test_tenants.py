@@ -32,7 +32,6 @@ from procs import Proc, ready, start_serve, start_worker
 
 from vmem import Vmem, sample_handbook
 from vmem.assembly.tokens import get_tokenizer
-from vmem.bus.rpc import call
 from vmem.errors import AccessDenied, NoResponders, UsageError
 from vmem.nats.jetstream_log import JetStreamLog
 from vmem.paging.handoff import parse_snapshot, snapshot_digest
@@ -135,7 +134,7 @@ async def test_a_tenant_works_with_only_a_url_and_its_credentials(ops_server: Na
                 await attempt()
         # A request on acme's own subject that names globex's namespace: the actors refuse it.
         with pytest.raises(UsageError, match="across namespaces"):
-            await call(vm.bus, "acme/agent7", "reader", "state", StateRequest(ns="globex/agent7"), StateReply)
+            await vm._call("acme/agent7", "reader", "state", StateRequest(ns="globex/agent7"), StateReply)
         assert await vm.namespaces("acme") == ["acme/agent7"]
 
 

@@ -64,8 +64,10 @@ from natsserver import NatsServer, server_version  # noqa: E402
 
 from vmem import Client, Vmem  # noqa: E402
 from vmem.actors.hosting import build_actors  # noqa: E402
+from vmem.bus.subjects import Subjects  # noqa: E402
 from vmem.client.sample import handbook  # noqa: E402
-from vmem.nats.bus import NatsBus, NatsConnection  # noqa: E402
+from vmem.nats.bus import NatsBus  # noqa: E402
+from vmem.nats.connection import NatsConnection  # noqa: E402
 from vmem.nats.jetstream_log import JetStreamLog  # noqa: E402
 from vmem.nats.jobs import JetStreamJobQueue  # noqa: E402
 from vmem.schemas.messages import CompressJob  # noqa: E402
@@ -305,7 +307,8 @@ async def turn_latency(url: str, workdir: Path, n: int, budget: int, monitor: st
     )
     try:
         async with await NatsBus.connect(url) as bus:
-            out["nats_jetstream"] = stats(*await turns(Client(CountingBus(bus)), ns, doc, n, budget))  # type: ignore[arg-type]
+            client = Client(CountingBus(bus), subjects=Subjects(prefix))  # type: ignore[arg-type]
+            out["nats_jetstream"] = stats(*await turns(client, ns, doc, n, budget))
     finally:
         await anyio.to_thread.run_sync(lambda: [c.stop() for c in children])
     return out

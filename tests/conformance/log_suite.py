@@ -237,6 +237,36 @@ class LogConformance:
             assert await log.last_seq(ns) == r.last_seq
             results.append(r)
 
+    async def test_read_last_walks_back_within_one_namespace(self, log: Log) -> None:
+        base = fresh_ns("a")
+        for ns in (base, base + "b", base + "_"):  # neighbours on both sides of its keys
+            await log.append(ns, [ev.ErrorRaised(ns=ns, turn=i, where="w", code="c", message=ns) for i in range(30)])
+        everything = await log.read(base, limit=1000)
+        assert await log.read_last(base, 7) == everything[-7:]
+        assert await log.read_last(base, 100) == everything
+        assert await log.read_last(base, 0) == []
+        assert await log.read_last(fresh_ns("none"), 5) == []
+
+    async def test_fold_into_folds_what_read_returns_and_skips_what_fails_its_checks(self, log: Log) -> None:
+        from vmem.state.fold import State, fold, state_hash
+
+        ns = fresh_ns()
+        good = events_for(ns, 12)
+        forged = ev.BlockWritten(ns=ns, block_id="f" * 32, kind="page", role="document", text="not its hash")
+        await log.append(ns, good[:6])
+        await log.append(ns, [forged])
+        await log.append(ns, good[6:])
+        rejected: list = []
+        state = State(ns=ns)
+        n, last = await log.fold_into(ns, state, on_reject=rejected.append)
+        assert (n, last) == (12, await log.last_seq(ns))
+        assert [r.reason for r in rejected] == ["block id ffffffffffff is not the hash of its content"]
+        assert state_hash(state) == state_hash(fold(good, State(ns=ns)))
+        part = State(ns=ns)
+        first = (await log.read(ns, limit=3))[-1].seq
+        n, last = await log.fold_into(ns, part, until=first)
+        assert (n, last) == (3, first)
+
     async def test_read_returns_appended_events_in_order(self, log: Log) -> None:
         ns = fresh_ns()
         batches = [events_for(ns, n, tag=f"b{i}") for i, n in enumerate((4, 1, 3, 2))]

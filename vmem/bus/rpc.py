@@ -8,17 +8,17 @@ from vmem import errors
 from vmem.bus.bus import Bus
 from vmem.schemas.codec import decode, encode
 from vmem.schemas.messages import ErrorReply, Reply
-from vmem.state.namespace import subject
 
 R = TypeVar("R")
 
 
-async def call(bus: Bus, ns: str, actor: str, verb: str, request: Any, reply_type: type[R], *, timeout: float = 30.0) -> R:
-    """Send `request` to ``vmem.<tenant>.<agent>.<actor>.<verb>`` and return its reply, or raise the error it answered."""
-    msg = await bus.request(subject(ns, actor, verb), encode(request), timeout=timeout)
-    reply = decode(msg.data, Reply, where=f"reply from {actor}.{verb}")
+async def call(bus: Bus, subject: str, request: Any, reply_type: type[R], *, timeout: float = 30.0) -> R:
+    """Send `request` to `subject` (an actor's route) and return its reply, or raise the error it answered."""
+    where = ".".join(subject.split(".")[-2:])
+    msg = await bus.request(subject, encode(request), timeout=timeout)
+    reply = decode(msg.data, Reply, where=f"reply from {where}")
     if isinstance(reply, ErrorReply):
-        raise errors.from_reply(reply.code, reply.message, f"{actor}.{verb}")
+        raise errors.from_reply(reply.code, reply.message, where)
     if not isinstance(reply, reply_type):
-        raise errors.SchemaError(f"{actor}.{verb} answered {type(reply).__name__}, expected {reply_type.__name__}")
+        raise errors.SchemaError(f"{where} answered {type(reply).__name__}, expected {reply_type.__name__}")
     return reply

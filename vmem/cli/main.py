@@ -23,6 +23,7 @@ import anyio
 import msgspec
 
 from vmem.agent.tools import calculator_tool
+from vmem.bus.subjects import DEFAULT_PREFIX
 from vmem.assembly.ingest import DEFAULT_PAGE_TOKENS
 from vmem.assembly.text_input import DEFAULT_MAX_BYTES
 from vmem.cli.distributed import add_distributed_commands
@@ -72,7 +73,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     path = resolve_home(args.home)
     existed = (path / MARKER).exists()
     home = Home.init(path)
-    home.env.close()
+    home.env.close()  # a new home: nothing but its store is open
     if args.json:
         _out({"home": str(path), "created": not existed})
     else:
@@ -377,6 +378,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="talk to a deployment's `vmem serve` over NATS instead of a local home (nats://host:4222)")
     common.add_argument("--user", help=f"with --nats: the tenant's NATS user (its password in ${PASSWORD_ENV})")
     common.add_argument("--creds", metavar="FILE", help="with --nats: a NATS credentials file instead of user and password")
+    common.add_argument("--prefix", default=DEFAULT_PREFIX,
+                        help=f"with --nats: the deployment's subject prefix (default {DEFAULT_PREFIX})")
     ns_opt = argparse.ArgumentParser(add_help=False)
     ns_opt.add_argument("--ns", help="namespace TENANT/AGENT (optional when the home has only one)")
     ns_req = argparse.ArgumentParser(add_help=False)
@@ -527,7 +530,8 @@ async def _open(args: argparse.Namespace) -> AsyncIterator[Vmem]:
             raise UsageError("vmem demo runs embedded; drop --nats")
         if args.backend != "asyncio":
             raise UsageError("--nats needs the asyncio backend (nats-py supports nothing else); drop --backend")
-        async with Vmem.connect(args.nats, user=args.user, password=os.environ.get(PASSWORD_ENV), creds=args.creds) as vm:
+        async with Vmem.connect(args.nats, user=args.user, password=os.environ.get(PASSWORD_ENV), creds=args.creds,
+                                prefix=args.prefix) as vm:
             yield vm
         return
     kind = getattr(args, "model", "offline")

@@ -28,6 +28,7 @@ from vmem.assembly.tokens import get_tokenizer
 from vmem.assembly.trace_diff import TraceDiff, diff_traces
 from vmem.bus.bus import Bus
 from vmem.bus.rpc import call
+from vmem.bus.subjects import Subjects
 from vmem.errors import SchemaError, UsageError
 from vmem.models.model import Model, ModelReply
 from vmem.models.offline import OfflineModel
@@ -79,7 +80,7 @@ from vmem.schemas.messages import (
     TurnBegin,
     TurnRequest,
 )
-from vmem.state.namespace import subject_tokens, validate_namespace
+from vmem.state.namespace import validate_namespace
 
 R = TypeVar("R")
 MAX_FAULTS = 3
@@ -132,12 +133,14 @@ def resolve_profile(budget: int | None, profile: ModelProfile | str | None, mode
 class Client:
     """vmem's API on a bus: every method is a request to an actor (see the module docstring)."""
 
-    def __init__(self, bus: Bus, *, timeout: float = 30.0) -> None:
+    def __init__(self, bus: Bus, *, timeout: float = 30.0, subjects: Subjects | None = None) -> None:
         self.bus = bus
         self.timeout = timeout
+        self.subjects = subjects or Subjects()
 
     async def _call(self, ns: str, actor: str, verb: str, request: Any, reply_type: type[R], *, timeout: float | None = None) -> R:
-        return await call(self.bus, ns, actor, verb, request, reply_type, timeout=timeout or self.timeout)
+        validate_namespace(ns)
+        return await call(self.bus, self.subjects.request(ns, actor, verb), request, reply_type, timeout=timeout or self.timeout)
 
     # -- documents -------------------------------------------------------------
 
@@ -423,8 +426,7 @@ class Client:
         """
         _check_kinds(kinds)
         wanted = {EVENT_BY_TAG[k] for k in kinds}
-        tenant, agent = subject_tokens(ns)
-        async with await self.bus.subscribe(f"vmem.{tenant}.{agent}.events") as sub:
+        async with await self.bus.subscribe(self.subjects.events(ns)) as sub:
             if after is None:
                 after = (await self.state(ns)).head
             while True:

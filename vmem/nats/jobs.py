@@ -32,6 +32,7 @@ from nats.aio.msg import Msg as NatsMsg
 from nats.js import errors as js_errors
 
 from vmem.bus.bus import answerable
+from vmem.bus.subjects import DEFAULT_PREFIX, Subjects
 from vmem.errors import (
     BusError,
     ConcurrencyConflict,
@@ -43,11 +44,10 @@ from vmem.errors import (
     VmemError,
     from_reply,
 )
-from vmem.nats.bus import NatsConnection
-from vmem.nats.jetstream_log import DEFAULT_PREFIX
+from vmem.nats.admin import JetStreamAdmin
+from vmem.nats.connection import NatsConnection
 from vmem.schemas.codec import decode, encode
 from vmem.schemas.messages import CompressDone, CompressJob, ErrorReply, Reply
-from vmem.state.namespace import subject_tokens
 
 __all__ = ["CONSUMER", "JetStreamJobQueue", "JobEvent", "jobs_stream_name"]
 
@@ -93,7 +93,8 @@ class JetStreamJobQueue:
         timeout: float = 5.0,
     ) -> None:
         self._conn = conn
-        self.prefix = prefix
+        self.subjects = Subjects(prefix)
+        self.prefix = self.subjects.prefix
         self.stream = jobs_stream_name(prefix)
         self.dead_stream = f"{prefix.upper()}-DEAD"
         self.ack_wait = ack_wait
@@ -102,28 +103,10 @@ class JetStreamJobQueue:
         self._on_dead: DeadLetter | None = None
         self._replicas = replicas
         self._timeout = timeout
+        self._admin = JetStreamAdmin(conn, timeout=timeout, retry_for=30.0)
         self._ready = False
 
     # -- setup -----------------------------------------------------------------------
-
-    async def _api(self, subject: str, body: dict[str, Any] | None) -> dict[str, Any]:
-        """One JetStream API call, retried while JetStream is unavailable (up to 30 s)."""
-        deadline = anyio.current_time() + 30.0
-        while True:
-            try:
-                msg = await self._conn.request(f"$JS.API.{subject}", json.dumps(body).encode() if body else b"", timeout=self._timeout)
-                reply = json.loads(msg.data)
-                if "error" not in reply:
-                    return reply
-                err = reply["error"]
-                if int(err.get("code", 0)) != 503:
-                    raise _JobApiError(int(err.get("err_code", 0)), str(err.get("description", "")))
-                problem = str(err.get("description"))
-            except BusError as exc:
-                problem = str(exc)
-            if anyio.current_time() > deadline:
-                raise LogError(f"JetStream at {self._conn.url} is unavailable: {problem}")
-            await anyio.sleep(0.2)
 
     async def ensure(self) -> None:
         """Create the jobs stream and the ``compressors`` consumer if they do not exist."""
@@ -132,7 +115,7 @@ class JetStreamJobQueue:
         stream_config = {
             "name": self.stream,
             "description": "vmem compressor jobs (work queue)",
-            "subjects": [f"{self.prefix}.*.*.compressor.job"],
+            "subjects": [self.subjects.all_jobs()],
             "retention": "workqueue",
             "storage": "file",
             "num_replicas": self._replicas,
@@ -148,20 +131,11 @@ class JetStreamJobQueue:
             **stream_config,
             "name": self.dead_stream,
             "description": "vmem compressor jobs that were given up (dead letters)",
-            "subjects": [f"{self.prefix}.*.*.compressor.dead"],
+            "subjects": [self.subjects.all_dead()],
             "retention": "limits",
         }
-        for name, config in ((self.stream, stream_config), (self.dead_stream, dead_config)):
-            try:
-                await self._api(f"STREAM.INFO.{name}", None)
-            except _JobApiError as exc:
-                if exc.err_code != 10059:
-                    raise LogError(f"cannot look up the stream {name}: {exc}") from None
-                try:
-                    await self._api(f"STREAM.CREATE.{name}", config)
-                except _JobApiError as exc2:
-                    if exc2.err_code != 10058:  # created meanwhile by another process
-                        raise LogError(f"cannot create the stream {name}: {exc2}") from None
+        for config in (stream_config, dead_config):
+            await self._admin.retrying(f"stream {config['name']}", lambda config=config: self._admin.ensure_stream(config))
         consumer_config = {
             "durable_name": CONSUMER,
             "name": CONSUMER,
@@ -174,22 +148,14 @@ class JetStreamJobQueue:
             "max_waiting": 4096,
             "replay_policy": "instant",
         }
-        try:
-            await self._api(f"CONSUMER.INFO.{self.stream}.{CONSUMER}", None)
-        except _JobApiError as exc:
-            if exc.err_code != 10014:
-                raise LogError(f"cannot look up the consumer {CONSUMER}: {exc}") from None
-            try:
-                await self._api(f"CONSUMER.CREATE.{self.stream}.{CONSUMER}", {"stream_name": self.stream, "config": consumer_config})
-            except _JobApiError as exc2:
-                if exc2.err_code != 10148:  # consumer already exists
-                    raise LogError(f"cannot create the consumer {CONSUMER}: {exc2}") from None
+        await self._admin.retrying(f"consumer {CONSUMER}", lambda: self._admin.ensure_consumer(self.stream, consumer_config))
         self._ready = True
 
     async def stream_configs(self) -> list[dict[str, Any]]:
         """The configurations of the jobs and dead-letter streams, as the server reports them."""
-        return [dict((await self._api(f"STREAM.INFO.{name}", None)).get("config") or {})
-                for name in (self.stream, self.dead_stream)]
+        infos = [await self._admin.retrying(f"stream {name}", lambda name=name: self._admin.stream_info(name))
+                 for name in (self.stream, self.dead_stream)]
+        return [dict((info or {}).get("config") or {}) for info in infos]
 
     # -- submitting --------------------------------------------------------------------
 
@@ -208,8 +174,7 @@ class JetStreamJobQueue:
         sub = await nc.subscribe(inbox, cb=on_reply)
         try:
             headers = {"Nats-Msg-Id": f"job.{uuid.uuid4().hex}", REPLY_HEADER: inbox}
-            tenant, agent = subject_tokens(job.ns)
-            subject = f"{self.prefix}.{tenant}.{agent}.compressor.job"
+            subject = self.subjects.job(job.ns)
             deadline = anyio.current_time() + timeout
             delay = 0.05
             while True:  # the same Nats-Msg-Id on every try: a retried publish queues one job
@@ -311,8 +276,7 @@ class JetStreamJobQueue:
         delivered = msg.metadata.num_delivered
         try:
             job = decode(msg.data, CompressJob, where=f"job on {msg.subject}")
-            parts = msg.subject.split(".")
-            if job.ns != f"{parts[1]}/{parts[2]}":
+            if job.ns != self.subjects.namespace_of(msg.subject):
                 raise UsageError(f"job for namespace {job.ns!r} sent on {msg.subject}; no worker reads across namespaces")
         except VmemError as exc:
             await self._dead_letter(msg, None, exc.message, delivered)
@@ -365,10 +329,9 @@ class JetStreamJobQueue:
 
     async def _dead_letter(self, msg: NatsMsg, job: CompressJob | None, reason: str, delivered: int) -> None:
         """Keep a job that will not be run again, and record why (best effort: the job is refused either way)."""
-        parts = msg.subject.split(".")
         headers = {"Vmem-Error": " ".join(reason.split())[:1000] or "unknown", "Vmem-Deliveries": str(delivered)}
         try:
-            await self._conn.request(f"{parts[0]}.{parts[1]}.{parts[2]}.compressor.dead", msg.data,
+            await self._conn.request(self.subjects.dead(self.subjects.namespace_of(msg.subject)), msg.data,
                                      timeout=self._timeout, headers=headers)
         except VmemError:
             pass
@@ -399,9 +362,3 @@ class JetStreamJobQueue:
             await self._conn.nc.publish(reply_to, encode(reply))
         except (nats_errors.Error, OSError):
             pass  # the submitter times out; the summary is in the log either way
-
-
-class _JobApiError(Exception):
-    def __init__(self, err_code: int, description: str) -> None:
-        super().__init__(f"{description} (err_code {err_code})")
-        self.err_code = err_code

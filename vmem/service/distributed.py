@@ -34,11 +34,13 @@ import anyio
 
 from vmem.actors.compressor import Compressor
 from vmem.actors.hosting import build_actors
-from vmem.actors.runtime import Report, namespace_pattern
+from vmem.actors.runtime import Report
 from vmem.actors.writer import Writer
 from vmem.assembly.tokens import get_tokenizer
+from vmem.bus.subjects import Subjects, namespace_pattern
 from vmem.errors import HomeError, UsageError
-from vmem.nats.bus import NatsBus, NatsConnection, require_asyncio
+from vmem.nats.bus import NatsBus
+from vmem.nats.connection import NatsConnection, require_asyncio
 from vmem.nats.jetstream_log import DEFAULT_PREFIX, JetStreamLog
 from vmem.nats.jobs import DEAD_AFTER, JetStreamJobQueue, JobEvent
 from vmem.nats.ops import (
@@ -71,7 +73,7 @@ async def open_cache_home(path: Path, log: Log, *, prefix: str = DEFAULT_PREFIX)
         try:
             held = await home.log.namespaces()
         finally:
-            home.env.close()
+            await home.aclose()
         if held:
             raise HomeError(
                 f"{path} is an embedded vmem home with events ({', '.join(held[:3])}); give distributed "
@@ -95,7 +97,6 @@ async def open_cache_home(path: Path, log: Log, *, prefix: str = DEFAULT_PREFIX)
 async def _close_home(home: Home) -> None:
     with anyio.CancelScope(shield=True):
         await home.aclose()
-        home.env.close()
 
 
 async def _setup_problems(monitor: str, streams: list[dict[str, Any]]) -> list[str]:
@@ -130,6 +131,7 @@ async def serve(
     `allow_weak_setup`.
     """
     require_asyncio("vmem serve")
+    subjects = Subjects(prefix)
     patterns = [namespace_pattern(ns) for ns in namespaces]  # validate before connecting
     conn = await NatsConnection.connect(url, **{"name": "vmem serve", **options})
     try:
@@ -147,7 +149,7 @@ async def serve(
                 if problems and not allow_weak_setup:
                     raise UsageError("refusing a weaker setup than vmem needs: " + "; ".join(problems)
                                      + " (fix the server or stream configuration, or pass --allow-weak-setup)")
-                hosted = build_actors(opened, bus, jobs=jobs, compressor=False)
+                hosted = build_actors(opened, bus, jobs=jobs, compressor=False, subjects=subjects)
                 async with hosted.runtime(bus, namespaces=namespaces, report=report).running():
                     if on_ready is not None:
                         on_ready(
@@ -198,7 +200,7 @@ async def run_worker(
             async with NatsBus(conn) as bus:
                 queue = JetStreamJobQueue(conn, prefix=prefix, ack_wait=ack_wait, dead_after=dead_after)
                 await queue.ensure()
-                compressor = Compressor(opened, Writer(opened, bus))
+                compressor = Compressor(opened, Writer(opened, bus, Subjects(prefix)))
                 if on_ready is not None:
                     on_ready(
                         {"event": "ready", "role": "worker", "kind": "compressor", "nats": conn.url,

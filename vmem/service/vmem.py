@@ -19,9 +19,11 @@ from vmem.actors.hosting import build_actors
 from vmem.actors.retriever import DEFAULT_TIMEOUT_S
 from vmem.actors.runtime import Report
 from vmem.bus.local import LocalBus
+from vmem.bus.subjects import DEFAULT_PREFIX, Subjects
 from vmem.client.client import Client
 from vmem.models.model import Model
-from vmem.nats.bus import NatsBus, require_asyncio
+from vmem.nats.bus import NatsBus
+from vmem.nats.connection import require_asyncio
 from vmem.paging.select import Policy
 from vmem.retrieval.embed import Embedder
 from vmem.retrieval.fusion import DEFAULT_POLICY, FusionPolicy
@@ -81,18 +83,20 @@ class Vmem(Client):
         user: str | None = None,
         password: str | None = None,
         creds: str | None = None,
+        prefix: str = DEFAULT_PREFIX,
         timeout: float = 30.0,
         **options: Any,
     ) -> AsyncIterator["Vmem"]:
         """Connect to a deployment's NATS server as a tenant: the actors are ``vmem serve``'s.
 
         `user` and `password` (or a `creds` file) are the tenant's NATS
-        credentials; `options` go to :meth:`vmem.nats.bus.NatsConnection.connect`.
-        asyncio only (nats-py).
+        credentials; `prefix` is the deployment's subject prefix; `options` go
+        to :meth:`vmem.nats.connection.NatsConnection.connect`.  asyncio only (nats-py).
         """
         require_asyncio("vmem's distributed mode")
+        subjects = Subjects(prefix)
         async with await NatsBus.connect(url, name="vmem client", user=user, password=password, creds=creds, **options) as bus:
-            yield cls(bus, timeout=timeout)
+            yield cls(bus, timeout=timeout, subjects=subjects)
 
 
 connect = Vmem.connect

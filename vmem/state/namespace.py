@@ -27,9 +27,3 @@ def subject_tokens(ns: str) -> tuple[str, str]:
     """The two subject tokens of a validated namespace."""
     tenant, agent = validate_namespace(ns).split("/")
     return tenant, agent
-
-
-def subject(ns: str, actor: str, verb: str) -> str:
-    """The bus subject `vmem.<tenant>.<agent>.<actor>.<verb>`."""
-    tenant, agent = subject_tokens(ns)
-    return f"vmem.{tenant}.{agent}.{actor}.{verb}"

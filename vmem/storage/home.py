@@ -35,16 +35,15 @@ class Home:
     the retriever's indexes, which are caches rebuilt from the log.
     """
 
-    def __init__(self, path: Path, env: LmdbEnv, log: Log) -> None:
+    def __init__(self, path: Path, env: LmdbEnv, log: Log | None = None) -> None:
+        """The home at `path` on its LMDB `env`: embedded (the log in `env`) unless a `log` is given (a cache)."""
         self.path = path
         self.env = env
-        self.log = log
         self.store = BlockStore(env)
         self.snapshots = Snapshots(env)
-        if isinstance(log, LmdbLog) and log.env is env:
-            # Embedded: blocks land in the store in the same transaction as
-            # the events that carry them.
-            log.projectors.append(self.store.project_in)
+        # Embedded, blocks land in the store in the same transaction as the events that carry them.
+        self.log: Log = log if log is not None else LmdbLog(env, project=self.store.project_in)
+        self.embedded = log is None
         self._views: dict[str, NamespaceView] = {}
 
     @classmethod
@@ -83,8 +82,7 @@ class Home:
         store_dir = path / "store"
         if store_dir.exists() and not (store_dir / "data.mdb").is_file():
             raise HomeError(f"the home at {path} is damaged (store/data.mdb is missing); restore it from a backup")
-        env = LmdbEnv(store_dir, durable=log is None)
-        return cls(path, env, log if log is not None else LmdbLog(env))
+        return cls(path, LmdbEnv(store_dir, durable=log is None), log)
 
     def view(self, ns: str) -> NamespaceView:
         """The live state of `ns` (shared by every actor of this process)."""
@@ -110,6 +108,6 @@ class Home:
         return self.path / "index" / tenant / agent
 
     async def aclose(self) -> None:
+        """Close the log and the store."""
         await self.log.aclose()
-        if not (isinstance(self.log, LmdbLog) and self.log.env is self.env):
-            self.env.close()
+        self.env.close()

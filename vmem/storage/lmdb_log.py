@@ -42,22 +42,29 @@ class LmdbLog:
     a crash leaves either all of a batch or none of it.
     """
 
-    def __init__(self, env: LmdbEnv) -> None:
+    def __init__(
+        self,
+        env: LmdbEnv,
+        *,
+        project: Callable[[lmdb.Transaction, str, Sequence[Event], int], None] | None = None,
+        owns_env: bool = False,
+    ) -> None:
         self._env = env
-        self.env = env
+        self._owns_env = owns_env
         self._events = env.db("events")
         self._heads = env.db("heads")
         self._idem = env.db("idempotency")
         self._meta = env.db("log_meta")
         self._limiter: anyio.CapacityLimiter | None = None
         self._appended: anyio.Event | None = None
-        # Projections kept in the append's own transaction (the block store):
-        # they commit with the events or not at all.
-        self.projectors: list[Callable[[lmdb.Transaction, str, Sequence[Event], int], None]] = []
+        # A projection kept in the append's own transaction (the home's block
+        # store): it commits with the events or not at all.
+        self._project = project
 
     @classmethod
     def open(cls, path: Path) -> "LmdbLog":
-        return cls(LmdbEnv(path))
+        """A log on an environment of its own (closed with the log)."""
+        return cls(LmdbEnv(path), owns_env=True)
 
     # -- writing -----------------------------------------------------------
 
@@ -119,8 +126,8 @@ class LmdbLog:
             txn.put(nskey, _U64.pack(seq), db=self._heads)
             if idem_key is not None:
                 txn.put(idem_key, _U64x2.pack(first, seq), db=self._idem)
-            for project in self.projectors:
-                project(txn, ns, events, seq)
+            if self._project is not None:
+                self._project(txn, ns, events, seq)
             return AppendResult(first, seq)
 
         return self._env.write(txn_fn)
@@ -154,9 +161,9 @@ class LmdbLog:
         self._env.read(txn_fn)
         return out
 
-    def fold_into(
-        self, ns: str, state: "State", *, after: int = 0, until: int | None = None, chunk: int = 50_000,
-        on_reject: Callable[["Rejected"], None] | None = None,
+    async def fold_into(
+        self, ns: str, state: "State", *, after: int = 0, until: int | None = None,
+        on_reject: Callable[["Rejected"], None] | None = None, chunk: int = 50_000,
     ) -> tuple[int, int]:
         """Decode, check and fold a namespace's events straight from the map into `state`.
 
@@ -213,7 +220,7 @@ class LmdbLog:
             if n < chunk:
                 return folded, last
 
-    def read_last(self, ns: str, n: int) -> list[StoredEvent]:
+    async def read_last(self, ns: str, n: int) -> list[StoredEvent]:
         """The last `n` events of `ns`, oldest first (a reverse cursor scan)."""
         prefix = _prefix(validate_namespace(ns))
         plen = len(prefix)
@@ -280,4 +287,6 @@ class LmdbLog:
         self.close()
 
     def close(self) -> None:
-        self._env.close()
+        """Close the log, and its environment if it opened it (a home closes its own)."""
+        if self._owns_env:
+            self._env.close()

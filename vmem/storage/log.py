@@ -10,7 +10,8 @@ backends that number differently still fold to the same state hash.
 
 from __future__ import annotations
 
-from typing import AsyncIterator, Protocol, Sequence, runtime_checkable
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Protocol, runtime_checkable
 
 import msgspec
 
@@ -18,7 +19,9 @@ from vmem.errors import UsageError
 from vmem.schemas.codec import encode_record
 from vmem.schemas.events import Event
 from vmem.schemas.messages import StoredEvent
+from vmem.state.fold import State
 from vmem.state.namespace import validate_namespace
+from vmem.state.validate import Rejected
 
 __all__ = ["AppendResult", "Log", "StoredEvent", "encode_batch", "read_all"]
 
@@ -58,6 +61,22 @@ class Log(Protocol):
 
     async def last_seq(self, ns: str) -> int:
         """Sequence of the namespace's last event, 0 if it has none."""
+        ...
+
+    async def read_last(self, ns: str, n: int) -> list[StoredEvent]:
+        """The last `n` events of `ns`, oldest first."""
+        ...
+
+    async def fold_into(
+        self, ns: str, state: State, *, after: int = 0, until: int | None = None,
+        on_reject: Callable[[Rejected], None] | None = None,
+    ) -> tuple[int, int]:
+        """Fold the events of `ns` after `after` (up to `until`) into `state`: (events folded, last sequence covered).
+
+        Replay's path: records that do not decode or fail
+        :func:`vmem.state.validate.check_stored` are skipped and passed to
+        `on_reject`, by the same rule the live view applies.
+        """
         ...
 
     def follow(self, ns: str, *, after: int = 0) -> AsyncIterator[StoredEvent]:

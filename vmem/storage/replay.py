@@ -52,19 +52,9 @@ async def fold_log(log: Log, ns: str, state: State, *, after: int = 0, until: in
                    rejected: list[Rejected] | None = None) -> tuple[int, int]:
     """Fold a namespace's checked events (after `after`, up to `until`) into `state`: (count, last seq).
 
-    Uses the log's own fast path where it has one (LMDB folds straight from
-    its memory map); otherwise reads in batches.
+    Each log folds its own fastest way (LMDB straight from its memory map).
     """
-    sink = rejected.append if rejected is not None else (lambda _r: None)
-    fast = getattr(log, "fold_into", None)
-    if fast is not None:
-        return fast(ns, state, after=after, until=until, on_reject=sink)
-    n, last = 0, after
-    async for batch, covered in checked_batches(log, ns, after=after, until=until, batch=8192, on_reject=sink):
-        fold((s.event for s in batch), state)
-        n += len(batch)
-        last = covered
-    return n, last
+    return await log.fold_into(ns, state, after=after, until=until, on_reject=rejected.append if rejected is not None else None)
 
 
 async def replay(home: Home, ns: str, *, until: int | None = None, checks: Checks | None = None) -> ReplayReport:
