@@ -25,7 +25,6 @@ from vmem.schemas.messages import (
     ReadRequest,
     ReplayReport,
     ReplayRequest,
-    Slot,
     StateReply,
     StateRequest,
     StoredEvent,
@@ -121,8 +120,7 @@ class Reader:
         view = await self.home.require_namespace(req.ns)
         async with view.lock:
             s = view.state
-            slots = tuple((label, Slot(value=v[0], version=v[1], limit=v[2], readonly=bool(v[3])))
-                          for label in s.slot_order for v in [s.slots[label]])
+            slots = tuple((label, s.slots[label]) for label in s.slot_order)
             return StateReply(
                 state_hash=state_hash(s), head=view.pos, turn=s.turn,
                 resident=tuple(sorted(s.resident, key=lambda b: (s.resident[b], b))), pinned=tuple(s.pinned),

@@ -78,7 +78,7 @@ async def test_working_context_edits_are_events_with_provenance(tmp_path: Path):
         edits = await _events(vm, NS, ev.SlotEdited)
         assert [(e.label, e.op, e.version) for e in edits] == [("human", "append", 1), ("human", "replace", 2)]
         assert all(e.call_id and e.turn and e.source == "model" for e in edits)
-        assert vm._home.view(NS).state.slots["human"][0] == "Name: Ada Byron"
+        assert vm._home.view(NS).state.slots["human"].value == "Name: Ada Byron"
         r = await vm.chat(NS, "What is my name?", budget=1500)
         assert "Ada Byron" in r.reply
 

@@ -37,8 +37,8 @@ def _slot_edit(state: State, ns: str, label: str, value: str, op: str, turn: int
     if slot is None:
         labels = ", ".join(state.slot_order) or "none defined"
         return _refuse(f"no working-context slot {label!r} (slots: {labels})")
-    _old, version, limit, readonly = slot
-    if readonly:
+    version, limit = slot.version, slot.limit
+    if slot.readonly:
         return _refuse(f"slot {label!r} is read-only (pinned by the operator); model output cannot change it")
     if len(value) > limit:
         return _refuse(f"slot {label!r} would hold {len(value)} characters, over its limit of {limit}; "
@@ -52,13 +52,13 @@ def apply_memory_call(state: State, ns: str, call: Call, *, turn: int) -> Applie
     a = call.args
     cid = call.call.id
     if isinstance(a, CoreMemoryAppend):
-        old = state.slots[a.label][0] if a.label in state.slots else ""
+        old = state.slots[a.label].value if a.label in state.slots else ""
         return _slot_edit(state, ns, a.label, f"{old}\n{a.content}" if old else a.content, "append", turn, cid)
     if isinstance(a, CoreMemoryReplace):
         slot = state.slots.get(a.label)
-        if slot is not None and a.old_content not in slot[0]:
+        if slot is not None and a.old_content not in slot.value:
             return _refuse(f"{a.old_content!r} does not occur in slot {a.label!r}; quote its text exactly")
-        old = slot[0] if slot is not None else ""
+        old = slot.value if slot is not None else ""
         return _slot_edit(state, ns, a.label, old.replace(a.old_content, a.new_content, 1), "replace", turn, cid)
     if isinstance(a, ArchivalMemoryInsert):
         if not a.content.strip():

@@ -185,9 +185,9 @@ def _slots_text(s: State) -> str:
     """The working context: each slot as a tagged block, in definition order."""
     parts = []
     for label in s.slot_order:
-        value, version, limit, readonly = s.slots[label]
-        flag = ", read-only" if readonly else ""
-        parts.append(f"<{label} version={version} chars={len(value)}/{limit}{flag}>\n{value}\n</{label}>")
+        slot = s.slots[label]
+        flag = ", read-only" if slot.readonly else ""
+        parts.append(f"<{label} version={slot.version} chars={len(slot.value)}/{slot.limit}{flag}>\n{slot.value}\n</{label}>")
     return "\n".join(parts)
 
 

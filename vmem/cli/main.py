@@ -23,9 +23,9 @@ import anyio
 import msgspec
 
 from vmem.agent.tools import calculator_tool
-from vmem.bus.subjects import DEFAULT_PREFIX
 from vmem.assembly.ingest import DEFAULT_PAGE_TOKENS
 from vmem.assembly.text_input import DEFAULT_MAX_BYTES
+from vmem.bus.subjects import DEFAULT_PREFIX
 from vmem.cli.distributed import add_distributed_commands
 from vmem.cli.ops import add_ops_commands
 from vmem.cli.progress import ProgressBar

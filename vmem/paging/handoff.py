@@ -46,7 +46,7 @@ def export_snapshot(state: State, ns: str, through_seq: int) -> tuple[Snapshot, 
     pinned = set(state.pinned)
     resident = tuple(sorted((b for b in state.resident if b not in pinned), key=lambda b: (state.blocks[b].born, b)))
     summaries = (state.conversation_summary,) if state.conversation_summary else ()
-    slots = tuple((label, state.slots[label][1]) for label in state.slot_order)
+    slots = tuple((label, state.slots[label].version) for label in state.slot_order)
     body = Snapshot(format=FORMAT, source_ns=ns, through_seq=through_seq, resident=resident, summaries=summaries,
                     slots=slots, turn=state.turn)
     snap = msgspec.structs.replace(body, snapshot_id=snapshot_digest(body))
@@ -104,6 +104,6 @@ def import_events(
     check_grant(source_ns, ns, source_grants)
     summaries = tuple(b for b in exported.blocks if b in source.summaries)
     resident = tuple(b for b in exported.blocks if b not in source.summaries)
-    slots = tuple((label, source.slots[label][0]) for label, _version in exported.slots if label in source.slots)
+    slots = tuple((label, source.slots[label].value) for label, _version in exported.slots if label in source.slots)
     return [HandoffImported(ns=ns, snapshot_id=exported.snapshot_id, source_ns=source_ns, blocks=exported.blocks,
                             resident=resident, summaries=summaries, slots=slots)]

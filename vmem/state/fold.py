@@ -19,6 +19,7 @@ from typing import Callable, Iterable
 import msgspec
 
 from vmem.schemas import events as ev
+from vmem.schemas.messages import Slot
 
 
 class BlockMeta(msgspec.Struct, array_like=True, gc=False):
@@ -29,6 +30,15 @@ class BlockMeta(msgspec.Struct, array_like=True, gc=False):
     born: int  # clock at which the block was written: recency, and page order
     doc: str = ""
     page: int = -1
+
+
+class DocMeta(msgspec.Struct, array_like=True, gc=False, frozen=True):
+    """An ingested document: where it came from, its first and last page blocks, and its page count."""
+
+    source: str
+    first: str
+    last: str
+    pages: int
 
 
 class State(msgspec.Struct, kw_only=True):
@@ -54,7 +64,7 @@ class State(msgspec.Struct, kw_only=True):
     summaries: dict[str, list[str]] = {}  # summary id -> its sources
     summarized_by: dict[str, str] = {}  # source id -> latest summary id
     page_summaries: list[str] = []  # summaries of evicted pages, in log order
-    docs: dict[str, list[str]] = {}  # doc id -> [source, first, last, pages]
+    docs: dict[str, DocMeta] = {}
     turn: int = 0
     # The last packed prompt: (turn, attempt) and the blocks it showed, which
     # is what the reducer accepts citations of.
@@ -63,8 +73,7 @@ class State(msgspec.Struct, kw_only=True):
     last_error: str = ""
     open_faults: dict[str, int] = {}  # fault id -> turn
     counters: dict[str, int] = {}
-    # Working context: label -> [value, version, limit, readonly(0/1)].
-    slots: dict[str, list] = {}
+    slots: dict[str, Slot] = {}  # working context, by label
     slot_order: list[str] = []
     # The message queue (FIFO) is messages[fifo_start:]; older ones were
     # flushed into the recursive summary `conversation_summary`.
@@ -120,7 +129,7 @@ def _edge_added(s: State, e: ev.EdgeAdded) -> None:
 
 
 def _document_ingested(s: State, e: ev.DocumentIngested) -> None:
-    s.docs[e.doc_id] = [e.source, e.first, e.last, str(e.pages)]
+    s.docs[e.doc_id] = DocMeta(e.source, e.first, e.last, e.pages)
     _bump(s, "documents")
 
 
@@ -209,13 +218,13 @@ def _error_raised(s: State, e: ev.ErrorRaised) -> None:
 def _slot_defined(s: State, e: ev.SlotDefined) -> None:
     if e.label not in s.slots:
         s.slot_order.append(e.label)
-    s.slots[e.label] = [e.value, 0, e.limit, 1 if e.readonly else 0]
+    s.slots[e.label] = Slot(e.value, 0, e.limit, e.readonly)
 
 
 def _slot_edited(s: State, e: ev.SlotEdited) -> None:
     slot = s.slots.get(e.label)
     if slot is not None:
-        slot[0], slot[1] = e.value, e.version
+        s.slots[e.label] = msgspec.structs.replace(slot, value=e.value, version=e.version)
         _bump(s, "slot_edits")
 
 
@@ -260,7 +269,7 @@ def _handoff_imported(s: State, e: ev.HandoffImported) -> None:
     for label, value in e.slots:
         if label not in s.slots:
             s.slot_order.append(label)
-            s.slots[label] = [value, 0, max(len(value), 2000), 0]
+            s.slots[label] = Slot(value, 0, max(len(value), 2000), False)
     _bump(s, "handoffs_imported")
 
 

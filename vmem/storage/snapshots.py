@@ -8,6 +8,9 @@ from vmem.state.fold import State, decode_snapshot, encode_snapshot
 from vmem.storage.lmdb_env import LmdbEnv
 
 _U64 = struct.Struct(">Q")
+# Bumped whenever State's encoding changes: a snapshot of another format is a
+# cache miss (the namespace is refolded), never a decoding error.
+_FORMAT = b"vmem-state-2\x00"
 
 
 class Snapshots:
@@ -39,13 +42,14 @@ class Snapshots:
                 return cur.value() if cur.key().startswith(prefix) else None
 
         raw = self._env.read(txn_fn)
-        if raw is None:
+        if raw is None or not raw.startswith(_FORMAT):
             return None
-        return _U64.unpack_from(raw)[0], decode_snapshot(raw[8:])
+        body = memoryview(raw)[len(_FORMAT):]
+        return _U64.unpack_from(body)[0], decode_snapshot(body[8:])
 
     def save(self, ns: str, seq: int, state: State) -> None:
         prefix = ns.encode() + b"\x00"
-        data = _U64.pack(seq) + encode_snapshot(state)
+        data = _FORMAT + _U64.pack(seq) + encode_snapshot(state)
 
         def txn_fn(txn):
             txn.put(prefix + _U64.pack(seq), data, db=self._db)
