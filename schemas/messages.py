@@ -32,6 +32,7 @@ MAX_PAGES = 1_000  # pages in one ingest batch
 MAX_PAGE_TEXT = 262_144  # characters of one page
 MAX_CALLS = 64  # tool calls in one model reply
 MAX_SLOT = 100_000  # characters a slot may hold
+DEFAULT_SLOT_LIMIT = 2_000  # characters, when a slot is defined without a limit
 MAX_LABEL = 64
 MAX_SEQ = 2**63 - 1
 MAX_TURN = 2**31 - 1
@@ -351,7 +352,7 @@ class SlotRequest(_Msg, tag="slot", kw_only=True):
 
     ns: Ns
     label: Annotated[str, Meta(min_length=1, max_length=MAX_LABEL)]
-    limit: Annotated[int, Meta(ge=1, le=MAX_SLOT)] = 2000
+    limit: Annotated[int, Meta(ge=1, le=MAX_SLOT)] = DEFAULT_SLOT_LIMIT
     value: Annotated[str, Meta(max_length=MAX_SLOT)] = ""
     readonly: bool = False
 

@@ -13,6 +13,7 @@ from vmem.errors import BudgetError, UsageError
 # Output tokens held back by `profile_for_budget`; enough for a short answer
 # while keeping the window close to what the caller asked for.
 DEFAULT_RESERVED_OUTPUT = 256
+DEFAULT_BUDGET = 2048  # prompt tokens, where a caller gives neither a budget nor a profile
 
 # Below this a prompt cannot hold the mandatory parts (instructions, the
 # question, page headers) plus any page content worth paging in.

@@ -30,6 +30,9 @@ QUESTIONS = (
 )
 
 
+DEMO_BUDGET = 1024  # small enough that the handbook (over 20x larger) must be paged
+
+
 async def run_demo(vm: Client, *, home: Path, budget: int, json_out: bool) -> int:
     """Ingest the handbook into `home`'s namespace demo/handbook, ask, replay; print what happens."""
     say = (lambda *a: None) if json_out else (lambda *a: print(*a, flush=True))

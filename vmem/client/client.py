@@ -22,7 +22,7 @@ import msgspec
 from vmem.agent.chat import MAX_STEPS, ChatResult, StepOutcome, chat_turn, submit_step
 from vmem.agent.tools import AgentTool
 from vmem.assembly.ingest import DEFAULT_PAGE_TOKENS, ingest_requests
-from vmem.assembly.profiles import ModelProfile, get_profile, profile_for_budget
+from vmem.assembly.profiles import DEFAULT_BUDGET, ModelProfile, get_profile, profile_for_budget
 from vmem.assembly.text_input import DEFAULT_MAX_BYTES
 from vmem.assembly.tokens import get_tokenizer
 from vmem.assembly.trace_diff import TraceDiff, diff_traces
@@ -36,6 +36,7 @@ from vmem.paging.handoff import grants_ns
 from vmem.schemas.codec import decode
 from vmem.schemas.events import EVENT_BY_TAG, BlockWritten, PromptPacked
 from vmem.schemas.messages import (
+    DEFAULT_SLOT_LIMIT,
     Ack,
     BlockReply,
     BlockRequest,
@@ -331,7 +332,7 @@ class Client:
         """The working context of `ns`: each slot's value, version, limit and whether it is read-only."""
         return dict((await self.state(ns)).slots)
 
-    async def define_slot(self, ns: str, label: str, *, limit: int = 2000, value: str = "", readonly: bool = False) -> None:
+    async def define_slot(self, ns: str, label: str, *, limit: int = DEFAULT_SLOT_LIMIT, value: str = "", readonly: bool = False) -> None:
         """Create (or redefine) a working-context slot."""
         validate_namespace(ns)
         await self._call(ns, "memory", "slot", SlotRequest(ns=ns, label=label, limit=limit, value=value, readonly=readonly), Ack)
@@ -373,7 +374,7 @@ class Client:
 
     # -- paging, for pipelines -----------------------------------------------------
 
-    async def fault(self, ns: str, *, query: str = "", block_ids: Sequence[str] = (), budget: int = 2048,
+    async def fault(self, ns: str, *, query: str = "", block_ids: Sequence[str] = (), budget: int = DEFAULT_BUDGET,
                     tokenizer: str = "cl100k_base", fault_id: str | None = None) -> FaultReply:
         """Raise a page fault: page in what `query` finds and/or `block_ids`, evicting what no longer fits."""
         if not query.strip() and not block_ids:

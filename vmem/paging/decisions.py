@@ -34,7 +34,7 @@ from vmem.schemas.events import (
     SlotDefined,
     TurnStarted,
 )
-from vmem.schemas.messages import Candidate, TurnBegin
+from vmem.schemas.messages import DEFAULT_SLOT_LIMIT, Candidate, TurnBegin
 from vmem.state.blocks import make_block
 from vmem.state.fold import State
 
@@ -55,8 +55,8 @@ SYSTEM_PROMPTS = {
     ),
 }
 DEFAULT_SLOTS = (
-    ("persona", 2000, "I am a careful assistant. I keep what the user tells me about themselves in 'human'."),
-    ("human", 2000, ""),
+    ("persona", DEFAULT_SLOT_LIMIT, "I am a careful assistant. I keep what the user tells me about themselves in 'human'."),
+    ("human", DEFAULT_SLOT_LIMIT, ""),
 )
 _BLOCK_REF = re.compile(r"\b[0-9a-f]{32}\b")
 

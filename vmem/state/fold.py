@@ -19,7 +19,7 @@ from typing import Callable, Iterable
 import msgspec
 
 from vmem.schemas import events as ev
-from vmem.schemas.messages import Slot
+from vmem.schemas.messages import DEFAULT_SLOT_LIMIT, Slot
 
 
 class BlockMeta(msgspec.Struct, array_like=True, gc=False):
@@ -269,7 +269,7 @@ def _handoff_imported(s: State, e: ev.HandoffImported) -> None:
     for label, value in e.slots:
         if label not in s.slots:
             s.slot_order.append(label)
-            s.slots[label] = Slot(value, 0, max(len(value), 2000), False)
+            s.slots[label] = Slot(value, 0, max(len(value), DEFAULT_SLOT_LIMIT), False)
     _bump(s, "handoffs_imported")
 
 

@@ -16,15 +16,16 @@ from vmem.storage.snapshots import Snapshots
 from vmem.storage.view import NamespaceView
 
 MARKER = "vmem-home.json"
+DEFAULT_HOME = ".vmem"  # relative to the working directory, when neither --home nor $VMEM_HOME says
 FORMAT = 1
 
 
 def resolve_home(home: str | os.PathLike[str] | None) -> Path:
-    """`--home`, else ``$VMEM_HOME``, else ``./.vmem``."""
+    """`--home`, else ``$VMEM_HOME``, else :data:`DEFAULT_HOME` in the working directory."""
     if home is not None:
         return Path(home)
     env = os.environ.get("VMEM_HOME")
-    return Path(env) if env else Path(".vmem")
+    return Path(env) if env else Path(DEFAULT_HOME)
 
 
 class Home:

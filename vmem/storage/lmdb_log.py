@@ -116,8 +116,8 @@ class LmdbLog:
             seq = _U64.unpack(seq_raw)[0] if seq_raw else 0
             first = seq + 1
             with txn.cursor(db=self._events) as cur:
-                # Sequences only grow, so each batch lands at the end of its
-                # namespace's range; `append=True` uses LMDB's fast path.
+                # Sequences only grow, so a taken key means the counter is
+                # damaged: overwrite=False turns that into an error, not a loss.
                 for rec in records:
                     seq += 1
                     if not cur.put(prefix + _U64.pack(seq), rec, overwrite=False):
