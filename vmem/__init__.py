@@ -11,8 +11,9 @@ from vmem.assembly.profiles import ModelProfile, get_profile, profile_for_budget
 from vmem.assembly.tokens import Tokenizer, get_tokenizer
 from vmem.assembly.trace_diff import TraceDiff
 from vmem.bus.bus import Bus, Msg, Subscription
-from vmem.client.client import AskResult, Client, IngestResult
+from vmem.client.client import Client, IngestResult
 from vmem.client.sample import handbook as sample_handbook
+from vmem.client.turns import AskResult
 from vmem.errors import (
     AccessDenied,
     ActorError,

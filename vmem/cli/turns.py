@@ -15,7 +15,7 @@ from vmem.assembly.text_input import DEFAULT_MAX_BYTES
 from vmem.cli.common import Parents, default_ns, make_model, out
 from vmem.cli.demo import DEMO_BUDGET, run_demo
 from vmem.cli.progress import ProgressBar
-from vmem.client.client import MAX_FAULTS
+from vmem.client.turns import MAX_FAULTS
 from vmem.errors import UsageError
 from vmem.service.vmem import Vmem
 from vmem.storage.home import MARKER, Home, resolve_home
