@@ -36,7 +36,7 @@ from vmem import errors
 from vmem.bus.bus import Bus, Msg, answerable, subject_matches
 from vmem.bus.rpc import call
 from vmem.bus.subjects import Subjects, namespace_pattern
-from vmem.nats.ops import request_tenant
+from vmem.nats.accounts import request_tenant
 from vmem.schemas.codec import decode, encode_as, is_json
 from vmem.schemas.messages import ErrorReply
 

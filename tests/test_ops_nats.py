@@ -1,6 +1,6 @@
 """One NATS account per tenant: the configuration `vmem ops nats-config` writes, on a real nats-server.
 
-The servers run configurations made by the generator (vmem.nats.ops); a
+The servers run configurations made by the generator (vmem.nats.server_config); a
 fake service, plain nats-py connected as ``vmem`` in the service account,
 answers every request it gets on ``vmem.>``.  Shown here: a tenant reaches
 its own client-facing routes and nothing else (not another tenant's, not the
@@ -35,22 +35,11 @@ from natsserver import OPS_CONFIG, NatsServer, server_binary
 from vmem.cli.ops import add_ops_commands
 from vmem.client.schema import ROUTES as CLIENT_ROUTES
 from vmem.errors import UsageError, VmemError
+from vmem.nats.accounts import NatsConfigError, password_env, request_tenant, tenant_account, tenant_of_account
 from vmem.nats.jetstream_log import JetStreamLog
-from vmem.nats.ops import (
-    MissingPassword,
-    MonitoringUnreachable,
-    NatsConfigError,
-    check_server_setup,
-    config_summary,
-    fetch_varz,
-    generate_password,
-    nats_server_config,
-    password_env,
-    password_hashes,
-    request_tenant,
-    tenant_account,
-    tenant_of_account,
-)
+from vmem.nats.passwords import MissingPassword, generate_password, password_hashes
+from vmem.nats.server_check import MonitoringUnreachable, check_server_setup, fetch_varz
+from vmem.nats.server_config import config_summary, nats_server_config
 
 # A sample of client-facing routes, for the server-level tests.
 SAMPLE_ROUTES = ("pager.turn", "pager.fault", "reducer.reduce", "reader.read")

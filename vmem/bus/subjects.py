@@ -22,9 +22,14 @@ DEFAULT_PREFIX = "vmem"
 _PREFIX = re.compile(r"[A-Za-z0-9-]{1,32}")
 
 
+def is_prefix(prefix: str) -> bool:
+    """Whether `prefix` may be a deployment's subject prefix: 1-32 of [A-Za-z0-9-]."""
+    return isinstance(prefix, str) and _PREFIX.fullmatch(prefix) is not None
+
+
 def check_prefix(prefix: str) -> str:
     """`prefix` if it is a valid deployment prefix (1-32 of [A-Za-z0-9-]), else UsageError."""
-    if not isinstance(prefix, str) or not _PREFIX.fullmatch(prefix):
+    if not is_prefix(prefix):
         raise UsageError(f"invalid subject prefix {prefix!r}: 1-32 characters from [A-Za-z0-9-]")
     return prefix
 

@@ -21,7 +21,7 @@ import msgspec
 from vmem.errors import UsageError, VmemError, lone_error
 from vmem.nats.jetstream_log import DEFAULT_PREFIX
 from vmem.nats.jobs import DEAD_AFTER
-from vmem.nats.ops import DEFAULT_MONITOR_URL
+from vmem.nats.server_check import DEFAULT_MONITOR_URL
 from vmem.storage.home import resolve_home
 
 __all__ = ["add_distributed_commands"]

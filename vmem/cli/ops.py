@@ -1,6 +1,6 @@
 """CLI for operating a distributed deployment: ``vmem ops nats-config``.
 
-A thin shell over :mod:`vmem.nats.ops`.  Synchronous (no event loop, no
+A thin shell over :mod:`vmem.nats.server_config` and :mod:`vmem.nats.passwords`.  Synchronous (no event loop, no
 home): the command only writes text.  Errors are
 :class:`~vmem.errors.UsageError` subclasses, which ``vmem`` prints and exits
 with status 2.
@@ -17,17 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vmem.nats.ops import (
-    BCRYPT_COST,
-    DEFAULT_PREFIX,
-    DEFAULT_SERVER_NAME,
-    NatsConfigError,
-    config_summary,
-    generate_password,
-    nats_server_config,
-    password_env,
-    password_hashes,
-)
+from vmem.bus.subjects import DEFAULT_PREFIX
+from vmem.nats.accounts import NatsConfigError, password_env
+from vmem.nats.passwords import BCRYPT_COST, generate_password, password_hashes
+from vmem.nats.server_config import DEFAULT_SERVER_NAME, config_summary, nats_server_config
 
 __all__ = ["add_ops_commands", "cmd_nats_config"]
 

@@ -43,12 +43,7 @@ from vmem.nats.bus import NatsBus
 from vmem.nats.connection import NatsConnection, require_asyncio
 from vmem.nats.jetstream_log import DEFAULT_PREFIX, JetStreamLog
 from vmem.nats.jobs import DEAD_AFTER, JetStreamJobQueue, JobEvent
-from vmem.nats.ops import (
-    DEFAULT_MONITOR_URL,
-    MonitoringUnreachable,
-    check_server_setup,
-    fetch_varz,
-)
+from vmem.nats.server_check import DEFAULT_MONITOR_URL, MonitoringUnreachable, check_server_setup, fetch_varz
 from vmem.schemas.messages import CompressDone, CompressJob
 from vmem.storage.home import Home
 from vmem.storage.log import Log

@@ -12,6 +12,11 @@ from vmem.errors import InvalidNamespace
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
+def is_token(text: str) -> bool:
+    """Whether `text` may be a namespace part (and so a subject token): 1-64 of [A-Za-z0-9_-]."""
+    return isinstance(text, str) and _TOKEN.fullmatch(text) is not None
+
+
 def validate_namespace(ns: str) -> str:
     """Return `ns` unchanged if it is `TENANT/AGENT`, else raise InvalidNamespace."""
     parts = ns.split("/") if isinstance(ns, str) else []
