@@ -24,6 +24,7 @@ implementation delivers unchanged.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from types import TracebackType
@@ -222,6 +223,13 @@ def validate_queue(queue: str | None) -> str | None:
             f"or None for a plain subscription"
         )
     return queue
+
+
+def validate_timeout(timeout: float) -> float:
+    """`timeout` if it is a positive, finite number of seconds, else UsageError."""
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not (timeout > 0 and math.isfinite(timeout)):
+        raise UsageError(f"request timeout must be a positive number of seconds, got {timeout!r}")
+    return timeout
 
 
 def validate_data(data: bytes) -> bytes:

@@ -18,7 +18,6 @@ A ``LocalBus`` belongs to one event loop; it is not thread-safe.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Self
@@ -33,6 +32,7 @@ from vmem.bus.bus import (
     validate_pattern,
     validate_queue,
     validate_subject,
+    validate_timeout,
 )
 from vmem.bus.subscription import (
     DEFAULT_PENDING_BYTES,
@@ -231,8 +231,7 @@ class LocalBus:
         `timeout` seconds without an answer, BusError if the bus closes first.
         """
         await checkpoint_if_cancelled()
-        if not isinstance(timeout, (int, float)) or not (timeout > 0 and math.isfinite(timeout)):
-            raise UsageError(f"request timeout must be a positive number of seconds, got {timeout!r}")
+        validate_timeout(timeout)
         self._check_open()
         inbox = f"_INBOX.{self._next_inbox}"
         self._next_inbox += 1

@@ -28,7 +28,6 @@ keeps working on trio.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
@@ -45,6 +44,7 @@ from vmem.bus.bus import (
     validate_pattern,
     validate_queue,
     validate_subject,
+    validate_timeout,
 )
 from vmem.bus.subscription import (
     DEFAULT_PENDING_BYTES,
@@ -217,8 +217,7 @@ class NatsBus:
         refused the subject, BusError if the bus closes first.
         """
         await checkpoint_if_cancelled()
-        if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not (timeout > 0 and math.isfinite(timeout)):
-            raise UsageError(f"request timeout must be a positive number of seconds, got {timeout!r}")
+        validate_timeout(timeout)
         self._check_open()
         validate_subject(subject)
         payload = validate_data(data)
