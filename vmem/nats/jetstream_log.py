@@ -27,8 +27,8 @@ earlier attempt of this very call, retried after a lost acknowledgement).
 The connection never buffers a publish across a reconnect, so no stale copy
 can arrive later.
 
-Reads are direct gets (:mod:`vmem.nats.direct`, up to 256 frames a
-request), answered from the head cache (:mod:`vmem.nats.head_cache`) when
+The streams are :mod:`vmem.nats.log_streams`'s.  Reads are direct gets
+(:mod:`vmem.nats.direct`, up to 256 frames a request), answered from the head cache (:mod:`vmem.nats.head_cache`) when
 nothing can be new.  asyncio only (nats-py).
 """
 
@@ -45,11 +45,10 @@ from vmem.bus.subjects import DEFAULT_PREFIX, Subjects
 from vmem.errors import AccessDenied, BusError, ConcurrencyConflict, CorruptRecord, LogError, SchemaError, UsageError
 from vmem.nats.admin import WRONG_LAST_SEQUENCE, ApiError, JetStreamAdmin, Transient, api_error_of, parse_json
 from vmem.nats.connection import NatsConnection
-from vmem.nats.direct import DirectGets, status_of
+from vmem.nats.direct import DirectGets
 from vmem.nats.frames import (
     STRIDE,
     Frame,
-    decode_frame,
     encode_frame,
     ends_a_frame,
     first_stream_seq_after,
@@ -57,6 +56,7 @@ from vmem.nats.frames import (
     stream_seq_of_last,
 )
 from vmem.nats.head_cache import HeadCache
+from vmem.nats.log_streams import LogStreams, stream_name
 from vmem.schemas.codec import decode_record
 from vmem.schemas.events import Event
 from vmem.state.fold import State
@@ -73,11 +73,6 @@ BYTES_PER_READ = 8 * 2**20
 _POLL_MAX = 0.25
 _ELSS = "Nats-Expected-Last-Subject-Sequence"
 _ELSS_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
-
-
-def stream_name(tenant: str, prefix: str = DEFAULT_PREFIX) -> str:
-    """The JetStream stream holding `tenant`'s log: ``VMEM_<tenant>`` for the default prefix."""
-    return f"{prefix.upper()}_{tenant}"
 
 
 class JetStreamLog:
@@ -109,14 +104,12 @@ class JetStreamLog:
         self.subjects = Subjects(prefix)
         self.prefix = self.subjects.prefix
         self._tenants = None if tenants is None else frozenset(subject_tokens(f"{t}/x")[0] for t in tenants)
-        self._replicas = replicas
-        self._window = duplicate_window
         self._timeout = timeout
         self._owns = owns
         self._admin = JetStreamAdmin(conn, api_prefix=api_prefix, timeout=timeout, retry_for=retry_for)
         self._direct = DirectGets(conn, api_prefix=api_prefix, timeout=timeout)
         self._heads = HeadCache(conn, self.subjects, enabled=head_cache)
-        self._streams: dict[str, bool] = {}  # stream -> whether it announces its appends (known to exist)
+        self.streams = LogStreams(self._admin, self._direct, self.subjects, replicas=replicas, duplicate_window=duplicate_window)
         self._appended: anyio.Event | None = None
         self._closed = False
 
@@ -161,63 +154,20 @@ class JetStreamLog:
             raise LogError("the JetStream log is closed; open a new one")
         return tenant, agent
 
-    def _stream(self, tenant: str) -> str:
-        return stream_name(tenant, self.prefix)
-
-    def _config(self, tenant: str) -> dict[str, Any]:
-        return {
-            "name": self._stream(tenant),
-            "description": f"vmem event log of tenant {tenant}",
-            "subjects": [self.subjects.tenant_logs(tenant)],
-            "retention": "limits", "storage": "file", "num_replicas": self._replicas, "discard": "old",
-            "max_msgs": -1, "max_bytes": -1, "max_age": 0, "max_msgs_per_subject": -1, "max_msg_size": -1,
-            "duplicate_window": int(self._window * 1e9),
-            "allow_direct": True, "deny_delete": True, "deny_purge": True,
-            # After storing a frame, announce it (headers only) on <prefix>.T.A.head.
-            "republish": {"src": self.subjects.tenant_logs(tenant), "dest": self.subjects.head_template(tenant),
-                          "headers_only": True},
-        }
-
-    def _known(self, stream: str, config: dict[str, Any]) -> None:
-        if not config.get("allow_direct"):
-            raise LogError(f"stream {stream} does not allow direct gets: update it with allow_direct=true (vmem reads with direct gets)")
-        republish = config.get("republish") or {}
-        self._streams[stream] = bool(republish.get("headers_only")) and str(republish.get("dest", "")).endswith(".head")
-
-    async def _exists(self, tenant: str) -> bool:
-        stream = self._stream(tenant)
-        if stream in self._streams:
-            return True
-        info = await self._admin.stream_info(stream)
-        if info is None:
-            return False
-        self._known(stream, info.get("config") or {})
-        return True
-
-    async def _ensure_stream(self, tenant: str) -> None:
-        stream = self._stream(tenant)
-        if stream in self._streams:
-            return
-        config = await self._admin.ensure_stream(self._config(tenant), refused=(
-            f"the stream {stream} of tenant {tenant!r} does not exist and these credentials may not create it: "
-            f"start `vmem serve --ns {tenant}/*` (it creates the streams of the tenants it serves)"))
-        self._known(stream, config)
-
     async def ensure_tenant(self, tenant: str) -> str:
         """Create `tenant`'s stream if it does not exist (needs the service's credentials); its name."""
         self._tenant(f"{tenant}/x")
-        await self._admin.retrying(f"stream of {tenant}", lambda: self._ensure_stream(tenant))
-        return self._stream(tenant)
+        await self._admin.retrying(f"stream of {tenant}", lambda: self.streams.ensure(tenant))
+        return self.streams.name(tenant)
 
     async def stream_config(self, tenant: str) -> dict[str, Any]:
         """The configuration of `tenant`'s log stream, as the server reports it ({} if it has none)."""
-        info = await self._admin.retrying(f"stream of {tenant}", lambda: self._admin.stream_info(self._stream(tenant)))
-        return dict((info or {}).get("config") or {})
+        return await self.streams.reported_config(tenant)
 
     async def _watch(self, tenant: str) -> int | None:
-        if not await self._exists(tenant):
+        if not await self.streams.exists(tenant):
             return None
-        return await self._heads.watch(tenant, announced=self._streams[self._stream(tenant)])
+        return await self._heads.watch(tenant, announced=self.streams.announces(tenant))
 
     def key_subject(self, ns: str, key: str | None) -> str:
         """The log subject an append to `ns` with idempotency `key` goes to (``.log._`` without one)."""
@@ -242,7 +192,6 @@ class JetStreamLog:
                 f"max_payload ({self._conn.max_payload}); append smaller batches or raise max_payload "
                 f"(ops/nats-server.conf sets 8MB)"
             )
-        stream = self._stream(tenant)
         subject = self.key_subject(ns, key)
         token = subject.rsplit(".", 1)[1]
         headers = {"Nats-Msg-Id": f"{tenant}.{agent}.{token if key is not None else 'u' + call}", "Vmem-Events": str(len(records))}
@@ -252,7 +201,7 @@ class JetStreamLog:
                 headers[_ELSS_SUBJECT] = subject
         else:
             if key is not None:
-                found = await self._admin.retrying(f"append to {ns}", lambda: self._keyed_frame(stream, subject, key, call))
+                found = await self._admin.retrying(f"append to {ns}", lambda: self._keyed_frame(tenant, subject, key, call))
                 if found is not None:
                     return found
             if not ends_a_frame(expected_last):  # no namespace's last event can have this sequence
@@ -263,12 +212,12 @@ class JetStreamLog:
         epoch: list[int | None] = [None]
 
         async def attempt() -> AppendResult | ApiError:
-            await self._ensure_stream(tenant)
+            await self.streams.ensure(tenant)
             epoch[0] = await self._watch(tenant)
             try:
                 msg = await self._conn.request(subject, payload, timeout=self._timeout, headers=headers)
             except BusError as exc:  # including NoResponders and RequestTimeout: the outcome is unknown
-                self._streams.pop(stream, None)
+                self.streams.forget(tenant)
                 raise Transient(str(exc)) from None
             ack = parse_json(msg.data)
             error = api_error_of(ack)
@@ -277,9 +226,10 @@ class JetStreamLog:
             seq = int(ack["seq"])
             if not ack.get("duplicate") or key is None:  # new, or our own earlier attempt (per-call id)
                 return frame_result(seq, len(records), duplicate=False)
-            got = await self._frame_at(stream, seq)  # Nats-Msg-Id seen in the window: committed already
+            got = await self.streams.frame_at(tenant, seq)  # Nats-Msg-Id seen in the window: committed already
             if got is None:
-                raise LogError(f"JetStream reported a duplicate of stream sequence {seq} in {stream}, which is missing")
+                raise LogError(f"JetStream reported a duplicate of stream sequence {seq} in {self.streams.name(tenant)}, "
+                               f"which is missing")
             return self._resolve(got, key, call)
 
         outcome = await self._admin.retrying(f"append to {ns}", attempt)
@@ -290,7 +240,7 @@ class JetStreamLog:
             if key is not None:
                 # Refused because the key is taken: by another call (a duplicate),
                 # or by an earlier attempt of this one whose acknowledgement was lost.
-                found = await self._admin.retrying(f"append to {ns}", lambda: self._keyed_frame(stream, subject, key, call))
+                found = await self._admin.retrying(f"append to {ns}", lambda: self._keyed_frame(tenant, subject, key, call))
             if found is None:
                 if expected_last is None:
                     raise LogError(f"JetStream refused an append to {ns} ({outcome}) but the key's frame is not there")
@@ -306,8 +256,8 @@ class JetStreamLog:
             self._appended = None
         return outcome
 
-    async def _keyed_frame(self, stream: str, subject: str, key: str, call: str) -> AppendResult | None:
-        got = await self._last_frame(stream, subject)
+    async def _keyed_frame(self, tenant: str, subject: str, key: str, call: str) -> AppendResult | None:
+        got = await self.streams.last_frame(tenant, subject)
         return None if got is None else self._resolve(got, key, call)
 
     @staticmethod
@@ -334,7 +284,7 @@ class JetStreamLog:
         while len(out) < limit:
             request = {"seq": start, "next_by_subj": self.subjects.log_filter(ns),
                        "batch": min(limit - len(out), FRAMES_PER_READ), "max_bytes": BYTES_PER_READ}
-            frames, more = await self._admin.retrying(f"read of {ns}", lambda: self._batch(tenant, request))
+            frames, more = await self._admin.retrying(f"read of {ns}", lambda: self.streams.batch(tenant, request))
             if not more:
                 self._heads.raise_head(ns, frames[-1][0] if frames else start - 1, epoch)
             for seq, frame in frames:
@@ -372,9 +322,8 @@ class JetStreamLog:
 
     async def last_seq(self, ns: str) -> int:
         tenant, _agent = self._tenant(ns)
-        stream = self._stream(tenant)
         got = await self._admin.retrying(f"last sequence of {ns}",
-                                         lambda: self._last_frame(stream, self.subjects.log_filter(ns), decode=False))
+                                         lambda: self.streams.last_frame(tenant, self.subjects.log_filter(ns), decode=False))
         return 0 if got is None else got[0] * STRIDE - 1
 
     async def follow(self, ns: str, *, after: int = 0) -> AsyncIterator[StoredEvent]:
@@ -404,24 +353,12 @@ class JetStreamLog:
     async def namespaces(self) -> list[str]:
         if self._closed:
             raise LogError("the JetStream log is closed; open a new one")
-        tenants = sorted(self._tenants) if self._tenants is not None else await self._admin.retrying("list of tenants", self._list_tenants)
+        tenants = sorted(self._tenants) if self._tenants is not None else await self._admin.retrying("list of tenants", self.streams.tenants)
         out: list[str] = []
         for tenant in tenants:
-            subjects = await self._admin.retrying(
-                f"namespaces of {tenant}", lambda: self._admin.stream_subjects(self._stream(tenant), self.subjects.tenant_logs(tenant)))
-            out += [f"{tenant}/{agent}" for agent in sorted({s.split(".")[2] for s in subjects})]
+            agents = await self._admin.retrying(f"namespaces of {tenant}", lambda: self.streams.agents(tenant))
+            out += [f"{tenant}/{agent}" for agent in agents]
         return sorted(out)
-
-    async def _list_tenants(self) -> list[str]:
-        lead = f"{self.prefix.upper()}_"
-        tenants = []
-        for name in await self._admin.stream_names(self.subjects.all_logs()):
-            if name.startswith(lead):
-                try:
-                    tenants.append(subject_tokens(f"{name[len(lead):]}/x")[0])
-                except UsageError:
-                    continue
-        return sorted(tenants)
 
     async def aclose(self) -> None:
         if self._closed:
@@ -432,48 +369,3 @@ class JetStreamLog:
             await self._direct.aclose()
             if self._owns:
                 await self._conn.aclose()
-
-    # -- direct gets ------------------------------------------------------------------------
-
-    async def _batch(self, tenant: str, request: dict[str, Any]) -> tuple[list[tuple[int, Frame]], bool]:
-        stream = self._stream(tenant)
-        if not await self._exists(tenant):
-            return [], False
-        try:
-            msgs = await self._direct.get(stream, request)
-        except Transient:
-            self._streams.pop(stream, None)
-            if not await self._exists(tenant):
-                return [], False  # no stream: nothing to read
-            raise
-        frames: list[tuple[int, Frame]] = []
-        more = False
-        for msg in msgs:
-            status = status_of(stream, msg)
-            if status == "204":
-                more = int(msg.headers.get("Nats-Num-Pending", "0")) > 0
-            elif status is None:
-                frames.append(self._frame_of(msg))
-        return frames, more
-
-    async def _last_frame(self, stream: str, subject: str, *, decode: bool = True) -> tuple[int, Frame] | None:
-        if not await self._exists(stream[len(self.prefix) + 1 :]):
-            return None
-        msg = (await self._direct.get(stream, None, last_subject=subject))[-1]
-        if status_of(stream, msg) is not None:
-            return None
-        if not decode:
-            return int(msg.headers["Nats-Sequence"]), Frame(1, None, "", [])
-        return self._frame_of(msg)
-
-    async def _frame_at(self, stream: str, seq: int) -> tuple[int, Frame] | None:
-        msg = (await self._admin.retrying(f"read of {stream}", lambda: self._direct.get(stream, {"seq": seq})))[-1]
-        if status_of(stream, msg) is not None:
-            return None
-        return self._frame_of(msg)
-
-    @staticmethod
-    def _frame_of(msg: Any) -> tuple[int, Frame]:
-        seq = int(msg.headers["Nats-Sequence"])
-        return seq, decode_frame(seq, msg.data)
-
