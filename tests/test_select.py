@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 
 from vmem.agent.memory import tool_pair
 from vmem.assembly.budget import DEFAULT_TABLE, SectionSpec
-from vmem.assembly.pack import PackInput, pack, render_block
+from vmem.assembly.pack import PackInput, pack
+from vmem.assembly.render import render_block
 from vmem.assembly.tokens import get_tokenizer
 from vmem.errors import BudgetError
 from vmem.paging.select import select_resident

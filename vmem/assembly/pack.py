@@ -23,6 +23,7 @@ from vmem.assembly.budget import (
     section_footer,
     section_header,
 )
+from vmem.assembly.render import chat_message, render_block
 from vmem.assembly.tokens import Tokenizer, get_tokenizer
 from vmem.errors import BudgetError
 from vmem.schemas.events import (
@@ -32,7 +33,7 @@ from vmem.schemas.events import (
     PromptPacked,
     SectionTrace,
 )
-from vmem.schemas.messages import ChatMessage, ToolCall
+from vmem.schemas.messages import ChatMessage
 from vmem.state.fold import State
 
 # Render order: the stable prefix first (cacheable: instructions, tools and
@@ -69,65 +70,6 @@ class PackInput(msgspec.Struct, frozen=True):
     turn: int
     attempt: int
     budget: int
-
-
-SHORT_ID = 12
-
-
-def short_id(block_id: str) -> str:
-    """How a prompt shows a block id: its first 12 hex digits (48 bits), like a short git hash."""
-    return block_id[:SHORT_ID]
-
-
-def render_block(b: BlockWritten) -> str:
-    """How a block appears in a prompt."""
-    attrs = dict(b.attrs)
-    if b.kind == "page":
-        where = attrs.get("heading") or attrs.get("source", "")
-        page = attrs.get("page")
-        label = f"{where} · page {page}" if page is not None else where
-        return f"[{short_id(b.block_id)}] {label}".rstrip() + f"\n{b.text}"
-    if b.kind == "summary":
-        return f"[{short_id(b.block_id)}] summary: {b.text}"
-    if b.kind == "tool_call":
-        name, arguments = _call_parts(b)
-        return f"assistant called {name}({arguments}) [call {attrs.get('call_id', '')}]"
-    if b.kind == "tool_result":
-        return f"tool result [call {attrs.get('call_id', '')}]: {b.text}"
-    if b.kind == "message":
-        when = attrs.get("when")
-        return f"{b.role}{' (' + when + ')' if when else ''}: {b.text}"
-    return f"[{short_id(b.block_id)}] {b.text}" if b.kind == "fact" else b.text
-
-
-class _StoredCall(msgspec.Struct):
-    name: str
-    arguments: str
-
-
-def _call_parts(b: BlockWritten) -> tuple[str, str]:
-    """(name, arguments) of a tool_call block; a block written by other code may hold plain text."""
-    try:
-        call = msgspec.json.decode(b.text, type=_StoredCall)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return "unknown", b.text
-    return call.name, call.arguments
-
-
-def chat_message(b: BlockWritten, text: str) -> ChatMessage:
-    """A conversation block as a role-tagged chat message."""
-    attrs = dict(b.attrs)
-    if b.kind == "tool_call":
-        name, arguments = _call_parts(b)
-        return ChatMessage(role="assistant", content="",
-                           tool_calls=(ToolCall(id=attrs.get("call_id", ""), name=name, arguments=arguments),))
-    if b.kind == "tool_result":
-        return ChatMessage(role="tool", content=b.text, tool_call_id=attrs.get("call_id", ""))
-    if b.kind == "summary":
-        return ChatMessage(role="user", content=f"[summary of the earlier conversation] {b.text}")
-    if b.role in ("user", "assistant"):
-        return ChatMessage(role=b.role, content=b.text)
-    return ChatMessage(role="user", content=text)
 
 
 def fifo(state: State) -> list[str]:
