@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING, Iterable, Mapping
+from typing import Iterable, Mapping, Protocol
 
 import lmdb
 import msgspec
@@ -11,13 +11,18 @@ import msgspec
 from vmem.schemas.events import BlockWritten
 from vmem.storage.lmdb_env import LmdbEnv
 
-if TYPE_CHECKING:
-    from vmem.assembly.tokens import Tokenizer
-
 _canonical = msgspec.msgpack.Encoder(order="deterministic")
 _block_decoder = msgspec.msgpack.Decoder(BlockWritten)
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
+
+
+class Counter(Protocol):
+    """What the count cache needs of a tokenizer (vmem.assembly.tokens.Tokenizer is one): a name and exact counts."""
+
+    name: str
+
+    def count(self, text: str) -> int: ...
 
 
 class BlockStore:
@@ -100,7 +105,7 @@ class BlockStore:
 
         self._env.write(txn_fn)
 
-    def token_counts(self, ns: str, bids: Iterable[str], tokenizer: "Tokenizer") -> dict[str, int]:
+    def token_counts(self, ns: str, bids: Iterable[str], tokenizer: Counter) -> dict[str, int]:
         """Token counts of blocks' text under `tokenizer`, counted once and cached."""
         bids = list(bids)
         counts = self.cached_tokens(tokenizer.name, ns, bids)
