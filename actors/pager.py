@@ -24,7 +24,6 @@ from vmem.actors.writer import Writer
 from vmem.bus.jobs import JobQueue
 from vmem.errors import UsageError, VmemError
 from vmem.paging.decisions import (
-    SEARCH_LIMIT,
     begin_turn,
     decide_evict,
     decide_fault,
@@ -34,6 +33,7 @@ from vmem.paging.decisions import (
     job_digest,
     query_refs,
     queue_pressure,
+    search_request,
     unresolved_fault,
 )
 from vmem.paging.handoff import grants_ns
@@ -50,7 +50,6 @@ from vmem.schemas.messages import (
     PinReply,
     PinRequest,
     SearchReply,
-    SearchRequest,
     TurnRequest,
 )
 from vmem.state.fold import State
@@ -78,10 +77,11 @@ class Pager:
             "pin": Route(self.pin, PinRequest),
         }
 
-    async def _search(self, ns: str, query: str) -> SearchReply:
+    async def _search(self, ns: str, query: str, budget: int) -> SearchReply:
         if not query.strip():
             return SearchReply(candidates=())
-        return await self.call(ns, "retriever", "search", SearchRequest(ns=ns, query=query, limit=SEARCH_LIMIT), SearchReply)
+        request = search_request(self.home.view(ns).state, ns, query, budget)
+        return await self.call(ns, "retriever", "search", request, SearchReply)
 
     def _fault_in(
         self, draft: Draft, found: SearchReply, *, fault_id: str, turn: int, attempt: int, budget: int,
@@ -178,7 +178,7 @@ class Pager:
                 await self._page_in_imports(ns, turn, pending, load=True)
             await self._flush(ns, turn=turn, budget=req.budget, tokenizer=req.tokenizer)
             if req.query:
-                found = await self._search(ns, req.query)
+                found = await self._search(ns, req.query, req.budget)
                 errors = found.errors
 
                 def page_in(draft: Draft) -> Selection:
@@ -215,7 +215,7 @@ class Pager:
             await self.writer.commit(ns, lambda d: d.add(unresolved_fault(ns, fault_id=req.fault_id, turn=turn, error=error)),
                                      key=f"fault:{req.fault_id}")
             return FaultReply(loaded=(), evicted=(), error=error)
-        found = await self._search(ns, req.query)
+        found = await self._search(ns, req.query, req.budget)
         sel, _result = await self.writer.commit(
             ns,
             lambda d: self._fault_in(

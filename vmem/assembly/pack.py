@@ -46,11 +46,12 @@ RENDER_ORDER = ("System", "Task", "Tools", "State", "Plan", "Background", "Retri
 RECENT_WINDOW = 256
 
 DEFAULT_TASK = "Answer the user's questions from the pages of the ingested documents."
+# Every token of the fixed sections is taken from what the prompt can hold
+# (at 512 tokens they were 40% of it): said once, tersely.
 TOOLS_TEXT = (
-    "page_fault: when the Retrieved pages do not hold what you need, reply with one line\n"
-    "  PAGE_FAULT: <words to search for>      (or PAGE_FAULT: #<block id> for a known page)\n"
-    "and nothing else; vmem loads the pages and asks again.\n"
-    "answer: otherwise reply with the answer and cite each page you used as [block id]."
+    "page_fault: if the pages lack what you need, reply only PAGE_FAULT: <search words> "
+    "(or PAGE_FAULT: #<block id>); vmem loads them and asks again.\n"
+    "answer: otherwise answer, citing each page used as [block id]."
 )
 
 
@@ -133,6 +134,15 @@ def _slots_text(s: State) -> str:
     return "\n".join(parts)
 
 
+def _has_plan(s: State, turn: int, attempt: int) -> bool:
+    """Whether this step has a plan: a later step, a memory-pressure warning, or an error to show.
+
+    A turn's first step has none: what to do is the Tools section's, and every
+    token of a fixed section is one the Retrieved pages cannot use.
+    """
+    return attempt > 0 or bool(s.last_error) or (s.pressure_warned and s.pressure_turn == turn)
+
+
 def _plan_text(s: State, turn: int, attempt: int) -> str:
     pages_resident = sum(1 for b in s.resident if b in s.blocks and s.blocks[b].kind != "system")
     c = s.counters
@@ -140,9 +150,9 @@ def _plan_text(s: State, turn: int, attempt: int) -> str:
         f"turn {turn}, step {attempt + 1}; blocks resident {pages_resident}, hot {len(s.hot)}, "
         f"stored {c.get('blocks', 0)}, summaries {c.get('summaries', 0)}, faults {c.get('faults', 0)}, "
         f"evictions {c.get('evictions', 0)}, queue flushes {c.get('flushes', 0)}",
-        "Answer the newest user message from what is here, citing pages as [block id]; fault if it is missing."
-        if attempt == 0 else "Act on the results above: answer, or call another function.",
     ]
+    if attempt:
+        lines.append("Act on the results above: answer, or call another function.")
     if s.pressure_warned and s.pressure_turn == turn:
         lines.append("Memory pressure: the message queue is near its limit and older messages will be "
                      "summarised soon; save what matters with core_memory_append or archival_memory_insert.")
@@ -236,7 +246,7 @@ def section_items(
             "Task": task or [gen("Task", DEFAULT_TASK)],
             "Tools": [gen("Tools", TOOLS_TEXT)],
             "State": [gen("State", _slots_text(s))] if s.slot_order else [],
-            "Plan": [gen("Plan", _plan_text(s, inp.turn, inp.attempt))],
+            "Plan": [gen("Plan", _plan_text(s, inp.turn, inp.attempt))] if _has_plan(s, inp.turn, inp.attempt) else [],
             "Retrieved": [block_item(inp, b, count) for b in chosen_retrieved],
             "Recent": [block_item(inp, b, count) for b in recent_ids],
             "Background": background,

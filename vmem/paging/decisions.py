@@ -34,11 +34,12 @@ from vmem.schemas.events import (
     SlotDefined,
     TurnStarted,
 )
-from vmem.schemas.messages import DEFAULT_SLOT_LIMIT, Candidate, TurnBegin
+from vmem.schemas.messages import DEFAULT_SLOT_LIMIT, MAX_IDS, MAX_LIMIT, Candidate, SearchRequest, TurnBegin
 from vmem.state.blocks import make_block
 from vmem.state.fold import State
 
-SEARCH_LIMIT = 48
+SEARCH_LIMIT = 48  # candidates asked for, at least
+CANDIDATE_TOKENS = 16  # and one per this many tokens of budget (a short message with its header)
 PRESSURE_WARNING = 0.70
 MESSAGE_OVERHEAD = 8  # role line and joins, per queued message
 
@@ -59,6 +60,24 @@ DEFAULT_SLOTS = (
     ("human", DEFAULT_SLOT_LIMIT, ""),
 )
 _BLOCK_REF = re.compile(r"\b[0-9a-f]{32}\b")
+
+
+def search_request(state: State, ns: str, query: str, budget: int) -> SearchRequest:
+    """What the pager asks the retriever for, to resolve a fault on `query` within `budget` tokens.
+
+    Enough candidates to fill the budget with small blocks: at least
+    SEARCH_LIMIT, and one per CANDIDATE_TOKENS tokens of budget, so that a
+    large budget is not left empty for want of candidates (at 4,096 tokens,
+    48 candidates of a typical 40-token message fill only half of it).
+
+    The message queue (and the conversation summary at its head) is left
+    out: the packer shows it in Recent, never in Retrieved, so such
+    candidates would only take places in the list; and the turn's own
+    question, the newest message, would be its own best match.
+    """
+    shown = fifo(state) + ([state.conversation_summary] if state.conversation_summary else [])
+    return SearchRequest(ns=ns, query=query, limit=min(MAX_LIMIT, max(SEARCH_LIMIT, budget // CANDIDATE_TOKENS)),
+                         exclude=tuple(shown[-MAX_IDS:]))
 
 
 # -- turns -----------------------------------------------------------------------------------

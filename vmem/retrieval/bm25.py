@@ -62,6 +62,36 @@ def _analyzer() -> tantivy.TextAnalyzer:
     )
 
 
+# Snowball's English stop word list (snowballstem.org; the project whose English
+# stemmer `en_stem` uses), as the simple tokenizer splits it ("didn't" -> "didn",
+# "t").  Left out of queries, not of the index: a question's function words
+# ("when did", "what was", "how do") say nothing about which block holds the
+# answer, and under BM25's saturating term frequency they favour long chatty
+# blocks full of them.
+_STOP_WORDS = frozenset("""
+a about above after again against all am an and any are aren as at be because been before being below between both
+but by can cannot could couldn d did didn do does doesn doing don down during each few for from further had hadn has
+hasn have haven having he her here hers herself him himself his how i if in into is isn it its itself let ll m me more
+most mustn my myself no nor not of off on once only or other ought our ours ourselves out over own re s same shan she
+should shouldn so some such t than that the their theirs them themselves then there these they this those through to
+too under until up ve very was wasn we were weren what when where which while who whom why with won would wouldn you
+your yours yourself yourselves
+""".split())
+
+
+@functools.cache
+def _query_analyzer() -> tantivy.TextAnalyzer:
+    # `en_stem` with Snowball's stop words removed before stemming.
+    return (
+        tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
+        .filter(tantivy.Filter.remove_long(40))
+        .filter(tantivy.Filter.lowercase())
+        .filter(tantivy.Filter.custom_stopword(sorted(_STOP_WORDS)))
+        .filter(tantivy.Filter.stemmer("english"))
+        .build()
+    )
+
+
 def _rust_safe(text: str) -> str:
     # Lone surrogates (e.g. from surrogateescape-decoded input) cannot cross
     # into Rust; replace them rather than fail on user text.
@@ -79,8 +109,9 @@ def terms(text: str) -> list[str]:
 
 def _query_terms(query: str) -> list[str]:
     # Each distinct term counts once, in a fixed order, so scores do not depend
-    # on how often or in which order the user typed a word.
-    return sorted(set(terms(query)))
+    # on how often or in which order the user typed a word.  Stop words are
+    # dropped, unless the query has nothing else ("who are you?").
+    return sorted(set(_query_analyzer().analyze(_rust_safe(query)))) or sorted(set(terms(query)))
 
 
 def _ranked(scored: dict[str, float], limit: int) -> list[tuple[str, float]]:
