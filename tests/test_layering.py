@@ -45,6 +45,7 @@ APPENDERS = {
     "actors/writer.py",  # the one way actors append
     "vmem/storage/lmdb_log.py", "vmem/nats/jetstream_log.py",  # the logs
     "tools/bench_log.py", "tools/bench_scale.py",  # benchmarks of the logs themselves
+    "tools/bench_recall.py",  # builds each question's namespace (the conversation as pages) in one append
 }
 _LOG_RECEIVER = re.compile(r"(^|\.|_)log_?$")
 
