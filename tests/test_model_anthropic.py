@@ -1,27 +1,19 @@
 """AnthropicModel against a real HTTP server on 127.0.0.1 that checks the Messages API's rules.
 
-The fake provider rejects what the real API rejects (400
-``invalid_request_error``): a first turn that is not the user's, two turns of
-one role in a row, empty text blocks, a tool_result that answers no tool_use
-or comes after text, an unanswered tool_use, more than four cache
-breakpoints.  It calls the first offered tool when the user speaks, reports a
-tool result back as text, otherwise echoes (in two text blocks), and reports
-its prompt cache like Anthropic: written the first time a prefix is seen, read
-after.  Every test runs under asyncio and trio.
+The fake provider (tests/fake_anthropic.py) rejects what the real API
+rejects and reports its prompt cache like Anthropic.  Every test runs under
+asyncio and trio.
 """
 
 from __future__ import annotations
 
 import json
-import socket
-import threading
-from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from fake_anthropic import CACHED, EPHEMERAL, KEY, FakeAnthropic, error, text
+from fakehttp import Reply, Sleeps, running
 
 from vmem.errors import ModelError, UsageError
 from vmem.models.anthropic import OPENING, AnthropicModel
@@ -32,9 +24,6 @@ from vmem.schemas.messages import ChatMessage, ToolCall
 
 pytestmark = pytest.mark.anyio
 
-KEY = "sk-ant-test-123"
-EPHEMERAL = {"type": "ephemeral"}
-CACHED = 1000  # tokens of a cached prefix, as the fake reports them
 SYSTEM = ChatMessage(role="system", content="<Instructions>\nAnswer briefly.\n</Instructions>", cache_boundary=True)
 QUESTION = ChatMessage(role="user", content="What is the weather in Paris?")
 WEATHER = ToolSpec(
@@ -48,249 +37,10 @@ WEATHER = ToolSpec(
 )
 
 
-def text(value: str, cached: bool = False) -> dict[str, Any]:
-    block: dict[str, Any] = {"type": "text", "text": value}
-    if cached:
-        block["cache_control"] = EPHEMERAL
-    return block
-
-
-# -- the fake provider ------------------------------------------------------
-
-
-@dataclass
-class Seen:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any
-
-
-@dataclass
-class Reply:
-    status: int = 200
-    body: bytes | None = None  # None: the fake provider's own answer
-    headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0  # seconds before answering (cut short at teardown)
-
-
-def _check_block(where: str, block: dict[str, Any], allowed: set[str]) -> list[str]:
-    kind = block.get("type")
-    keys = set(block) - {"cache_control"}
-    if kind not in allowed:
-        return [f"{where}: block type {kind!r} not allowed here"]
-    if block.get("cache_control", EPHEMERAL) != EPHEMERAL:
-        return [f"{where}: bad cache_control"]
-    if kind == "text" and (keys != {"type", "text"} or not isinstance(block["text"], str) or not block["text"]):
-        return [f"{where}: text content blocks must be non-empty strings"]
-    if kind == "tool_use" and (keys != {"type", "id", "name", "input"} or not isinstance(block["input"], dict)):
-        return [f"{where}: bad tool_use {block}"]
-    if kind == "tool_result" and keys != {"type", "tool_use_id", "content"}:
-        return [f"{where}: bad tool_result {block}"]
-    return []
-
-
-def check_request(seen: Seen) -> list[str]:
-    """What the real Messages API would object to."""
-    problems: list[str] = []
-    if seen.method != "POST" or seen.path != "/v1/messages":
-        problems.append(f"unexpected {seen.method} {seen.path}")
-    expected = {"x-api-key": KEY, "anthropic-version": "2023-06-01", "content-type": "application/json"}
-    for name, value in expected.items():
-        if seen.headers.get(name) != value:
-            problems.append(f"header {name} is {seen.headers.get(name)!r}")
-    if "authorization" in seen.headers:
-        problems.append("Anthropic takes x-api-key, not Authorization")
-    body = seen.body
-    if not isinstance(body, dict):
-        return problems + ["body is not a JSON object"]
-    if set(body) - {"model", "max_tokens", "temperature", "system", "messages", "tools"} or not {
-        "model",
-        "max_tokens",
-        "messages",
-    } <= set(body):
-        problems.append(f"body keys are {sorted(body)}")
-    if not isinstance(body.get("max_tokens"), int) or not isinstance(body.get("temperature", 0), (int, float)):
-        problems.append("max_tokens/temperature have wrong types")
-    breakpoints = 0
-    for i, block in enumerate(body.get("system", [])):
-        problems += _check_block(f"system.{i}", block, {"text"})
-        breakpoints += "cache_control" in block
-    for tool in body.get("tools", []):
-        if set(tool) != {"name", "description", "input_schema"} or tool["input_schema"].get("type") != "object":
-            problems.append(f"bad tool {tool}")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return problems + ["messages: at least one message is required"]
-    if messages[0].get("role") != "user":
-        problems.append("messages: first message must use the user role")
-    asked: set[str] = set()
-    for i, m in enumerate(messages):
-        role, content = m.get("role"), m.get("content")
-        if set(m) != {"role", "content"} or not isinstance(content, list) or not content:
-            problems.append(f"messages.{i}: needs a role and a non-empty list of content blocks")
-            continue
-        if i and messages[i - 1].get("role") == role:
-            problems.append(f"messages.{i}: roles must alternate between user and assistant")
-        allowed = {"text", "tool_use"} if role == "assistant" else {"text", "tool_result"}
-        for j, block in enumerate(content):
-            problems += _check_block(f"messages.{i}.content.{j}", block, allowed)
-            breakpoints += "cache_control" in block
-        if role == "user":
-            kinds = [b.get("type") for b in content]
-            if "tool_result" in kinds[kinds.index("text") if "text" in kinds else len(kinds) :]:
-                problems.append(f"messages.{i}: tool_result blocks must come first")
-            answered = {b.get("tool_use_id") for b in content if b.get("type") == "tool_result"}
-            if answered - asked:
-                problems.append(f"messages.{i}: unexpected tool_use_id {sorted(answered - asked)}")
-            if asked - answered:
-                problems.append(f"messages.{i}: tool_use ids {sorted(asked - answered)} without tool_result blocks")
-            asked = set()
-        else:
-            asked = {b["id"] for b in content if b.get("type") == "tool_use"}
-    if breakpoints > 4:
-        problems.append(f"a maximum of 4 blocks with cache_control may be provided; found {breakpoints}")
-    return problems
-
-
-class FakeAnthropic:
-    """A threaded HTTP server: scripted replies first, then the fake provider's answers."""
-
-    def __init__(self) -> None:
-        self.seen: list[Seen] = []
-        self.script: deque[Reply] = deque()
-        self.failures: list[BaseException] = []
-        self.cache: set[str] = set()
-        self.stop = threading.Event()
-        self._connections: set[socket.socket] = set()
-        self._lock = threading.Lock()
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # headers and body go out in two writes
-
-            def setup(self) -> None:
-                super().setup()
-                with owner._lock:
-                    owner._connections.add(self.connection)
-
-            def finish(self) -> None:
-                with owner._lock:
-                    owner._connections.discard(self.connection)
-                super().finish()
-
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                try:
-                    body = json.loads(raw)
-                except ValueError:
-                    body = None
-                seen = Seen("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-                with owner._lock:
-                    owner.seen.append(seen)
-                    reply = owner.script.popleft() if owner.script else Reply()
-                if reply.delay and owner.stop.wait(reply.delay):
-                    return
-                status, payload = reply.status, reply.body
-                if payload is None:
-                    with owner._lock:
-                        status, obj = owner.answer(seen)
-                    payload = json.dumps(obj).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.send_header("request-id", f"req_{len(owner.seen)}")
-                    for name, value in reply.headers.items():
-                        self.send_header(name, value)
-                    self.end_headers()
-                    self.wfile.write(payload)
-                except OSError:
-                    pass  # the client gave up (a timeout test)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        class Server(ThreadingHTTPServer):
-            def handle_error(self, request: object, client_address: object) -> None:
-                import sys
-
-                exc = sys.exc_info()[1]
-                if exc is not None and not isinstance(exc, OSError):
-                    owner.failures.append(exc)
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def answer(self, seen: Seen) -> tuple[int, dict[str, Any]]:
-        problems = check_request(seen)
-        if problems:
-            return 400, error("invalid_request_error", "; ".join(problems))
-        body = seen.body
-        last = body["messages"][-1]
-        results = [b for b in last["content"] if b["type"] == "tool_result"]
-        if last["role"] == "user" and results:
-            content, stop = [text(f"Result: {results[-1]['content']}")], "end_turn"
-        elif body.get("tools") and last["role"] == "user":
-            call = {"type": "tool_use", "id": "toolu_01", "name": body["tools"][0]["name"]}
-            content = [text("Let me check."), call | {"input": {"unit": "C", "city": "Paris"}}]
-            stop = "tool_use"
-        else:
-            said = "".join(b.get("text", "") for b in last["content"])
-            content, stop = [text("echo: "), text(said)], "end_turn"
-        usage = {"input_tokens": 7 * len(body["messages"]), "output_tokens": 5}
-        usage |= {"cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
-        cached = [b for b in body.get("system", []) if "cache_control" in b]
-        if cached:
-            prefix = json.dumps(body["system"])
-            usage["cache_read_input_tokens" if prefix in self.cache else "cache_creation_input_tokens"] = CACHED
-            self.cache.add(prefix)
-        return 200, {
-            "id": "msg_01",
-            "type": "message",
-            "role": "assistant",
-            "model": body["model"] + "-20250929",
-            "content": content,
-            "stop_reason": stop,
-            "stop_sequence": None,
-            "usage": usage,
-        }
-
-    def close(self) -> None:
-        self.stop.set()
-        self.server.shutdown()
-        with self._lock:
-            for conn in self._connections:
-                try:
-                    conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-        self.server.server_close()  # joins the handler threads
-
-
-def error(kind: str, message: str) -> dict[str, Any]:
-    return {"type": "error", "error": {"type": kind, "message": message}}
-
-
 @pytest.fixture
 def server() -> Iterator[FakeAnthropic]:
-    fake = FakeAnthropic()
-    thread = threading.Thread(target=fake.server.serve_forever, kwargs={"poll_interval": 0.01})
-    thread.start()
-    try:
+    with running(FakeAnthropic()) as fake:
         yield fake
-    finally:
-        fake.close()
-        thread.join()
-    assert fake.failures == []
-
-
-class Sleeps(list[float]):
-    """An injected sleep that records instead of waiting."""
-
-    async def __call__(self, seconds: float) -> None:
-        self.append(seconds)
 
 
 def make(server: FakeAnthropic, sleeps: Sleeps | None = None, **kwargs: Any) -> AnthropicModel:

@@ -1,9 +1,7 @@
 """OpenAIChatModel against a real HTTP server on 127.0.0.1 that checks OpenAI's request shape.
 
-The fake provider answers like OpenAI's chat completions: it rejects a
-request the real API would reject (400 ``invalid_request_error`` saying why),
-calls the first offered tool when the last message is the user's, reports a
-tool result back as text, and otherwise echoes.  Every test runs under
+The fake provider (tests/fake_openai.py) answers like OpenAI's chat
+completions and rejects what the real API would reject.  Every test runs under
 asyncio and trio.
 """
 
@@ -11,15 +9,13 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
-from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
+from fake_openai import KEY, RAW_ARGUMENTS, FakeOpenAI
+from fakehttp import Reply, Sleeps, running
 
 from vmem.errors import ModelError, UsageError
 from vmem.models.config import model_from_env
@@ -36,7 +32,6 @@ from vmem.schemas.messages import ChatMessage, ToolCall
 
 pytestmark = pytest.mark.anyio
 
-KEY = "sk-test-123"
 SYSTEM = ChatMessage(role="system", content="<Instructions>\nAnswer briefly.\n</Instructions>", cache_boundary=True)
 QUESTION = ChatMessage(role="user", content="What is the weather in Paris?")
 WEATHER = ToolSpec(
@@ -48,218 +43,12 @@ WEATHER = ToolSpec(
         "required": ["city"],
     },
 )
-# As the model wrote it, spacing and key order included: kept verbatim.
-RAW_ARGUMENTS = '{"city": "Paris", "unit": "C"}'
-
-
-# -- the fake provider ------------------------------------------------------
-
-
-@dataclass
-class Seen:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any
-
-
-@dataclass
-class Reply:
-    status: int = 200
-    body: bytes | None = None  # None: the fake provider's own answer
-    headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0  # seconds before answering (cut short at teardown)
-
-
-def check_request(seen: Seen, key: str | None) -> list[str]:
-    """What the real chat-completions API would object to."""
-    problems: list[str] = []
-    if seen.method != "POST" or seen.path != "/v1/chat/completions":
-        problems.append(f"unexpected {seen.method} {seen.path}")
-    if seen.headers.get("content-type") != "application/json":
-        problems.append(f"content-type is {seen.headers.get('content-type')!r}")
-    if seen.headers.get("authorization") != (f"Bearer {key}" if key else None):
-        problems.append(f"authorization is {seen.headers.get('authorization')!r}")
-    body = seen.body
-    if not isinstance(body, dict):
-        return problems + ["body is not a JSON object"]
-    allowed = {"model", "messages", "max_tokens", "temperature", "tools", "tool_choice"}
-    if set(body) - allowed or not {"model", "messages", "max_tokens", "temperature"} <= set(body):
-        problems.append(f"body keys are {sorted(body)}")
-    if not isinstance(body.get("max_tokens"), int) or not isinstance(body.get("temperature"), (int, float)):
-        problems.append("max_tokens/temperature have wrong types")
-    if ("tools" in body) != ("tool_choice" in body) or body.get("tool_choice", "auto") != "auto":
-        problems.append("tools and tool_choice='auto' go together")
-    for tool in body.get("tools", []):
-        fn = tool.get("function", {})
-        if set(tool) != {"type", "function"} or tool["type"] != "function" or set(fn) != {"name", "description", "parameters"}:
-            problems.append(f"bad tool {tool}")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return problems + ["messages must be a non-empty list"]
-    pending: set[str] = set()
-    for i, m in enumerate(messages):
-        role = m.get("role")
-        if pending and role != "tool":
-            problems.append(f"messages[{i}]: tool calls {sorted(pending)} were not answered")
-            pending = set()
-        if role in ("system", "user") or (role == "assistant" and "tool_calls" not in m):
-            if set(m) != {"role", "content"} or not isinstance(m["content"], str):
-                problems.append(f"messages[{i}]: bad {role} message {m}")
-        elif role == "assistant":
-            if set(m) != {"role", "content", "tool_calls"} or not (m["content"] is None or isinstance(m["content"], str)):
-                problems.append(f"messages[{i}]: bad assistant message {m}")
-            for call in m["tool_calls"]:
-                fn = call.get("function", {})
-                if set(call) != {"id", "type", "function"} or call["type"] != "function" or set(fn) != {"name", "arguments"}:
-                    problems.append(f"messages[{i}]: bad tool call {call}")
-                elif not isinstance(fn["arguments"], str):
-                    problems.append(f"messages[{i}]: arguments must be a string")
-                else:
-                    pending.add(call["id"])
-        elif role == "tool":
-            if set(m) != {"role", "tool_call_id", "content"}:
-                problems.append(f"messages[{i}]: bad tool message {m}")
-            elif m["tool_call_id"] not in pending:
-                problems.append(
-                    f"messages[{i}]: messages with role 'tool' must be a response to a preceding message "
-                    f"with 'tool_calls' (no call {m['tool_call_id']!r})"
-                )
-            pending.discard(m.get("tool_call_id"))
-        else:
-            problems.append(f"messages[{i}]: unknown role {role!r}")
-    return problems
-
-
-def answer(seen: Seen, key: str | None) -> tuple[int, dict[str, Any]]:
-    problems = check_request(seen, key)
-    if problems:
-        return 400, {
-            "error": {"message": "; ".join(problems), "type": "invalid_request_error", "param": None, "code": None}
-        }
-    body = seen.body
-    last = body["messages"][-1]
-    message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None}
-    if last["role"] == "tool":
-        message["content"], finish = f"Result: {last['content']}", "stop"
-    elif body.get("tools") and last["role"] == "user":
-        name = body["tools"][0]["function"]["name"]
-        message["tool_calls"] = [
-            {"id": "call_1", "type": "function", "function": {"name": name, "arguments": RAW_ARGUMENTS}}
-        ]
-        finish = "tool_calls"
-    else:
-        message["content"], finish = f"echo: {last['content']}", "stop"
-    prompt_tokens = 11 * len(body["messages"])
-    return 200, {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "created": 1700000000,
-        "model": body["model"] + "-2024-07-18",
-        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 5, "total_tokens": prompt_tokens + 5},
-        "system_fingerprint": "fp_test",
-    }
-
-
-class FakeOpenAI:
-    """A threaded HTTP server: scripted replies first, then the fake provider's answers."""
-
-    def __init__(self, key: str | None = KEY) -> None:
-        self.key = key
-        self.seen: list[Seen] = []
-        self.script: deque[Reply] = deque()
-        self.failures: list[BaseException] = []
-        self.stop = threading.Event()
-        self._connections: set[socket.socket] = set()
-        self._lock = threading.Lock()
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # headers and body go out in two writes
-
-            def setup(self) -> None:
-                super().setup()
-                with owner._lock:
-                    owner._connections.add(self.connection)
-
-            def finish(self) -> None:
-                with owner._lock:
-                    owner._connections.discard(self.connection)
-                super().finish()
-
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                try:
-                    body = json.loads(raw)
-                except ValueError:
-                    body = None
-                seen = Seen("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-                with owner._lock:
-                    owner.seen.append(seen)
-                    reply = owner.script.popleft() if owner.script else Reply()
-                if reply.delay and owner.stop.wait(reply.delay):
-                    return
-                status, payload = reply.status, reply.body
-                if payload is None:
-                    status, obj = answer(seen, owner.key)
-                    payload = json.dumps(obj).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(payload)))
-                    for name, value in reply.headers.items():
-                        self.send_header(name, value)
-                    self.end_headers()
-                    self.wfile.write(payload)
-                except OSError:
-                    pass  # the client gave up (a timeout test)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        class Server(ThreadingHTTPServer):
-            def handle_error(self, request: object, client_address: object) -> None:
-                import sys
-
-                exc = sys.exc_info()[1]
-                if exc is not None and not isinstance(exc, OSError):
-                    owner.failures.append(exc)
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-    def close(self) -> None:
-        self.stop.set()
-        self.server.shutdown()
-        with self._lock:
-            for conn in self._connections:
-                try:
-                    conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-        self.server.server_close()  # joins the handler threads
 
 
 @pytest.fixture
 def server() -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI()
-    thread = threading.Thread(target=fake.server.serve_forever, kwargs={"poll_interval": 0.01})
-    thread.start()
-    try:
+    with running(FakeOpenAI()) as fake:
         yield fake
-    finally:
-        fake.close()
-        thread.join()
-    assert fake.failures == []
-
-
-class Sleeps(list[float]):
-    """An injected sleep that records instead of waiting."""
-
-    async def __call__(self, seconds: float) -> None:
-        self.append(seconds)
 
 
 def make(server: FakeOpenAI, sleeps: Sleeps | None = None, **kwargs: Any) -> OpenAIChatModel:
