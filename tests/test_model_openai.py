@@ -25,6 +25,7 @@ from vmem.models.http_retry import (
     Sleep,
     backoff_delay,
     retry_plan,
+    retryable_status,
 )
 from vmem.models.model import Model, ModelReply, ToolSpec
 from vmem.models.openai import OpenAIChatModel
@@ -335,6 +336,12 @@ def test_retry_plan_and_delays_without_io() -> None:
     next(plan)
     with pytest.raises(ModelHTTPError, match="UnsupportedProtocol"):  # retrying cannot help
         plan.send(httpx.UnsupportedProtocol("ftp"))
+    # The rule the model adapters and the HTTP embedder share (the providers' SDKs' rule).
+    assert all(retryable_status(s) for s in (408, 429, 500, 502, 503, 504, 520, 529))
+    assert not any(retryable_status(s) for s in (400, 401, 403, 404, 409, 413, 422))
+    plan = retry_plan("p", "http://x", max_retries=1)
+    next(plan)
+    assert plan.send(response(408)) == Sleep(0.5)
 
 
 # -- configuration ------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""What the model adapters share: one HTTP client, retries with backoff, error text.
+"""One HTTP client with retries for everything vmem sends to a provider: the model adapters and the HTTP embedder.
 
 The retry decisions are a plain generator, :func:`retry_plan`, that yields
 what to do next (:class:`Send` the request, or :class:`Sleep` this long) and
@@ -7,7 +7,8 @@ receives what happened (a response or an httpx error); it does no I/O.
 :class:`httpx.AsyncClient` and an injected ``sleep`` (``anyio.sleep`` by
 default, so asyncio and trio both work and tests need not wait).
 
-Policy: HTTP 429, 500, 502, 503, 504 and 529 (Anthropic's "overloaded"), and
+Policy: HTTP 408 (request timeout), 429 (rate limited) and every 5xx (529 is
+Anthropic's "overloaded"), as the providers' own SDKs retry them, and
 transport failures (connect errors, timeouts, a dropped connection), are
 retried up to ``max_retries`` times.  Retry ``k`` (0-based) waits
 ``min(0.5 * 2**k, 8)`` seconds, or what the response's ``Retry-After`` says
@@ -36,14 +37,13 @@ __all__ = [
     "AdapterBase",
     "JSONPoster",
     "ModelHTTPError",
-    "RETRY_STATUSES",
     "backoff_delay",
     "decode_reply",
     "malformed",
     "retry_plan",
+    "retryable_status",
 ]
 
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
 BASE_DELAY = 0.5
 FACTOR = 2.0
 MAX_DELAY = 8.0
@@ -156,6 +156,11 @@ def retry_after(response: httpx.Response) -> float | None:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
+def retryable_status(status: int) -> bool:
+    """Whether a request that got HTTP `status` may succeed if sent again."""
+    return status in (408, 429) or status >= 500
+
+
 def backoff_delay(retry: int, response: httpx.Response | None = None) -> float:
     """The wait before retry number `retry` (0-based): Retry-After if given, else exponential."""
     if response is not None:
@@ -181,7 +186,7 @@ def retry_plan(provider: str, url: str, max_retries: int) -> Generator[Step, Out
             if response.is_success:
                 return response
             failure, status = describe_response(response), response.status_code
-            retryable = status in RETRY_STATUSES
+            retryable = retryable_status(status)
         elif isinstance(outcome, httpx.RequestError):
             failure, status = f"{type(outcome).__name__}: {outcome or 'no detail'}", None
             retryable = isinstance(outcome, httpx.TransportError) and not isinstance(outcome, _PERMANENT)
