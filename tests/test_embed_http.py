@@ -1,37 +1,31 @@
-"""OpenAIEmbedder against a real HTTP server on 127.0.0.1 speaking OpenAI's wire format."""
+"""OpenAIEmbedder against a real HTTP server on 127.0.0.1 that checks OpenAI's embeddings wire format.
+
+The fake rejects (400 ``invalid_request_error``) a request the real API would
+reject and answers the rest with deterministic vectors: the exact request,
+learning the native dimension, batching, retries and malformed replies are
+tested against it.  Every test runs under asyncio and trio.
+"""
 
 from __future__ import annotations
 
 import json
 import socket
-import threading
-from collections import deque
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
+from fakehttp import FakeProvider, Reply, Seen, Sleeps, running
 
 from vmem.errors import ModelError, UsageError
+from vmem.models.http_retry import ModelHTTPError
 from vmem.retrieval.embed import Embedder
-from vmem.retrieval.embed_http import EmbeddingRequestError, OpenAIEmbedder
+from vmem.retrieval.embed_http import OpenAIEmbedder
 
+pytestmark = pytest.mark.anyio
 
-@dataclass
-class Seen:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: dict
-
-
-@dataclass
-class Reply:
-    status: int = 200
-    body: bytes | None = None  # None: a correct OpenAI response for the request
-    headers: dict[str, str] = field(default_factory=dict)
-    reorder: Callable[[list[dict]], list[dict]] | None = None
+KEY = "sk-test"
+MODEL = "text-embedding-3-small"
 
 
 def vector_of(text: str, dims: int) -> list[float]:
@@ -40,73 +34,65 @@ def vector_of(text: str, dims: int) -> list[float]:
     return [float((seed * (i + 3)) % 17 + 1) for i in range(dims)]
 
 
-def openai_body(request: dict, dims: int, reorder: Callable[[list[dict]], list[dict]] | None) -> bytes:
-    data = [
-        {"object": "embedding", "index": i, "embedding": vector_of(t, dims)} for i, t in enumerate(request["input"])
-    ]
-    if reorder is not None:
-        data = reorder(data)
-    tokens = sum(len(t.split()) for t in request["input"])
-    return json.dumps(
-        {
+def check_request(seen: Seen, key: str | None) -> list[str]:
+    """What the real embeddings API would object to."""
+    problems: list[str] = []
+    if seen.method != "POST" or seen.path != "/v1/embeddings":
+        problems.append(f"unexpected {seen.method} {seen.path}")
+    if seen.headers.get("content-type") != "application/json":
+        problems.append(f"content-type is {seen.headers.get('content-type')!r}")
+    if seen.headers.get("authorization") != (f"Bearer {key}" if key else None):
+        problems.append(f"authorization is {seen.headers.get('authorization')!r}")
+    body = seen.body
+    if not isinstance(body, dict):
+        return problems + ["body is not a JSON object"]
+    if set(body) - {"model", "input", "dimensions", "encoding_format", "user"} or not {"model", "input"} <= set(body):
+        problems.append(f"body keys are {sorted(body)}")
+    if not isinstance(body.get("model"), str) or not body.get("model"):
+        problems.append("model must be a non-empty string")
+    texts = body.get("input")
+    if not isinstance(texts, list) or not 1 <= len(texts) <= 2048 or not all(isinstance(t, str) for t in texts):
+        problems.append("input must be a list of 1 to 2048 strings")
+    dims = body.get("dimensions", 1)
+    if not isinstance(dims, int) or isinstance(dims, bool) or dims < 1:
+        problems.append(f"dimensions must be a positive integer, got {dims!r}")
+    return problems
+
+
+class FakeEmbeddings(FakeProvider):
+    """OpenAI's ``POST /v1/embeddings``, with vectors from :func:`vector_of`."""
+
+    native_dims = 8
+
+    def __init__(self, key: str | None = KEY) -> None:
+        super().__init__()
+        self.key = key
+        self.base_url = self.origin + "/v1"
+
+    def answer(self, seen: Seen) -> tuple[int, dict[str, Any]]:
+        problems = check_request(seen, self.key)
+        if problems:
+            error = {"message": "; ".join(problems), "type": "invalid_request_error", "param": None, "code": None}
+            return 400, {"error": error}
+        texts, dims = seen.body["input"], seen.body.get("dimensions", self.native_dims)
+        tokens = sum(len(t.split()) for t in texts)
+        return 200, {
             "object": "list",
-            "data": data,
-            "model": request["model"],
+            "data": [{"object": "embedding", "index": i, "embedding": vector_of(t, dims)} for i, t in enumerate(texts)],
+            "model": seen.body["model"],
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
-    ).encode()
 
 
-class FakeOpenAI:
-    """Scripted replies (then correct ones); records every request."""
-
-    def __init__(self) -> None:
-        self.seen: list[Seen] = []
-        self.script: deque[Reply] = deque()
-        self.native_dims = 8
-        self._lock = threading.Lock()
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-                raw = self.rfile.read(int(self.headers["Content-Length"]))
-                request = json.loads(raw)
-                with owner._lock:
-                    owner.seen.append(Seen("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, request))
-                    reply = owner.script.popleft() if owner.script else Reply()
-                body = reply.body
-                if body is None:
-                    body = openai_body(request, request.get("dimensions", owner.native_dims), reply.reorder)
-                # send_response_only: no automatic Date header, so a test can set its own.
-                self.send_response_only(reply.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                for name, value in reply.headers.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass  # keep test output clean
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+def reordered(order: Any) -> Reply:
+    """The fake's answer with its items in another order (the index says where each belongs)."""
+    return Reply(edit=lambda obj: obj | {"data": order(obj["data"])})
 
 
 @pytest.fixture
-def server() -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI()
-    thread = threading.Thread(target=fake.server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
+def server() -> Iterator[FakeEmbeddings]:
+    with running(FakeEmbeddings()) as fake:
         yield fake
-    finally:
-        fake.server.shutdown()
-        fake.server.server_close()
-        thread.join()
 
 
 def unit(rows: list[list[float]]) -> np.ndarray:
@@ -114,71 +100,102 @@ def unit(rows: list[list[float]]) -> np.ndarray:
     return (m / np.linalg.norm(m, axis=1, keepdims=True)).astype(np.float32)
 
 
-def make(server: FakeOpenAI, sleeps: list[float] | None = None, **kwargs) -> OpenAIEmbedder:
-    return OpenAIEmbedder(server.base_url, "text-embedding-3-small", sleep=(sleeps if sleeps is not None else []).append, **kwargs)
+def make(server: FakeEmbeddings, sleeps: Sleeps | None = None, **kwargs: Any) -> OpenAIEmbedder:
+    kwargs.setdefault("api_key", KEY)
+    return OpenAIEmbedder(server.base_url, MODEL, sleep=sleeps if sleeps is not None else Sleeps(), **kwargs)
 
 
-def test_exact_request_and_response_shape(server: FakeOpenAI) -> None:
-    e = make(server, api_key="sk-test", dim=4)
-    assert isinstance(e, Embedder)
-    texts = ["alpha", "beta gamma", ""]
-    v = e.embed(texts)
+# -- the wire format ------------------------------------------------------------
+
+
+async def test_exact_request_and_response_shape(server: FakeEmbeddings) -> None:
+    async with make(server, dim=4) as e:
+        assert isinstance(e, Embedder)
+        texts = ["alpha", "beta gamma", ""]
+        v = await e.embed(texts)
     (req,) = server.seen
     assert req.method == "POST" and req.path == "/v1/embeddings"
-    assert req.headers["authorization"] == "Bearer sk-test"
+    assert req.headers["authorization"] == f"Bearer {KEY}"
     assert req.headers["content-type"] == "application/json"
-    assert req.body == {"model": "text-embedding-3-small", "input": texts, "dimensions": 4}
+    assert req.body == {"model": MODEL, "input": texts, "dimensions": 4}
     np.testing.assert_allclose(v, unit([vector_of(t, 4) for t in texts]), rtol=1e-6)
     assert v.dtype == np.float32 and v.shape == (3, 4)
-    assert e.dim == 4 and e.id == "openai/text-embedding-3-small/4"
-    assert "sk-test" not in repr(e)
+    assert e.dim == 4 and e.id == f"openai/{MODEL}/4" and e.semantic
+    assert KEY not in repr(e)
 
 
-def test_without_key_or_dim_the_native_dimension_is_learned(server: FakeOpenAI) -> None:
-    e = make(server)
-    with pytest.raises(UsageError, match="unknown until the first embed"):
-        _ = e.dim
-    assert e.embed([]).shape == (0, 0)
-    assert server.seen == []  # nothing sent for nothing
-    v = e.embed(["one"])
-    (req,) = server.seen
-    assert "authorization" not in req.headers
-    assert req.body == {"model": "text-embedding-3-small", "input": ["one"]}
-    assert v.shape == (1, server.native_dims) and e.dim == server.native_dims
-    assert e.id == "openai/text-embedding-3-small/native"
-    assert e.embed([]).shape == (0, server.native_dims)
+async def test_without_key_or_dim_the_native_dimension_is_learned(server: FakeEmbeddings) -> None:
+    server.key = None
+    async with make(server, api_key=None) as e:
+        with pytest.raises(UsageError, match="unknown until the first embed"):
+            _ = e.dim
+        assert (await e.embed([])).shape == (0, 0)
+        assert server.seen == []  # nothing sent for nothing
+        v = await e.embed(["one"])
+        (req,) = server.seen
+        assert "authorization" not in req.headers
+        assert req.body == {"model": MODEL, "input": ["one"]}
+        assert v.shape == (1, server.native_dims) and e.dim == server.native_dims
+        assert e.id == f"openai/{MODEL}/native"
+        assert (await e.embed([])).shape == (0, server.native_dims)
 
 
-def test_out_of_order_indices_are_put_back_in_input_order(server: FakeOpenAI) -> None:
+async def test_out_of_order_indices_are_put_back_in_input_order(server: FakeEmbeddings) -> None:
     texts = [f"text number {i}" for i in range(7)]
-    server.script.append(Reply(reorder=lambda data: data[::-1]))
-    server.script.append(Reply(reorder=lambda data: data[3:] + data[:3]))
-    e = make(server, dim=5)
+    server.script.append(reordered(lambda data: data[::-1]))
+    server.script.append(reordered(lambda data: data[3:] + data[:3]))
     expected = unit([vector_of(t, 5) for t in texts])
-    np.testing.assert_allclose(e.embed(texts), expected, rtol=1e-6)
-    np.testing.assert_allclose(e.embed(texts), expected, rtol=1e-6)
+    async with make(server, dim=5) as e:
+        np.testing.assert_allclose(await e.embed(texts), expected, rtol=1e-6)
+        np.testing.assert_allclose(await e.embed(texts), expected, rtol=1e-6)
 
 
-def test_batches_of_at_most_256(server: FakeOpenAI) -> None:
+async def test_batches_of_at_most_256(server: FakeEmbeddings) -> None:
     texts = [f"t{i}" for i in range(600)]
-    v = make(server, dim=3).embed(texts)
+    async with make(server, dim=3) as e:
+        v = await e.embed(texts)
     assert [len(s.body["input"]) for s in server.seen] == [256, 256, 88]
     assert [s.body["input"][0] for s in server.seen] == ["t0", "t256", "t512"]
     np.testing.assert_allclose(v, unit([vector_of(t, 3) for t in texts]), rtol=1e-6)
-    make(server, dim=3, batch_size=100).embed(texts[:250])
+    async with make(server, dim=3, batch_size=100) as e:
+        await e.embed(texts[:250])
     assert [len(s.body["input"]) for s in server.seen[3:]] == [100, 100, 50]
 
 
-def test_429_then_200_honours_retry_after(server: FakeOpenAI) -> None:
+async def test_one_connection_pool_until_aclose(server: FakeEmbeddings) -> None:
+    e = make(server, dim=3)
+    assert e._http._client is None  # nothing opened by the constructor
+    await e.embed(["a"])
+    client = e._http._client
+    assert client is not None and not client.is_closed
+    await e.embed(["b"])
+    assert e._http._client is client  # reused across calls
+    await e.aclose()
+    assert client.is_closed and e._http._client is None
+
+
+# -- retries and errors (the model adapters' rules, vmem.models.http_retry) ----------
+
+
+async def test_429_then_200_honours_retry_after(server: FakeEmbeddings) -> None:
     server.script.append(Reply(429, b'{"error":{"message":"Rate limit reached"}}', {"Retry-After": "2"}))
-    sleeps: list[float] = []
-    v = make(server, sleeps, dim=3).embed(["hi"])
+    sleeps = Sleeps()
+    async with make(server, sleeps, dim=3) as e:
+        v = await e.embed(["hi"])
     assert sleeps == [2.0]
     assert len(server.seen) == 2 and server.seen[0].body == server.seen[1].body
     np.testing.assert_allclose(v, unit([vector_of("hi", 3)]), rtol=1e-6)
 
 
-def test_retry_after_as_http_date_uses_the_servers_date(server: FakeOpenAI) -> None:
+async def test_408_is_retried(server: FakeEmbeddings) -> None:
+    server.script.append(Reply(408, b"request timeout"))
+    sleeps = Sleeps()
+    async with make(server, sleeps, dim=3) as e:
+        await e.embed(["hi"])
+    assert sleeps == [0.5] and len(server.seen) == 2
+
+
+async def test_retry_after_as_http_date_uses_the_servers_date(server: FakeEmbeddings) -> None:
     server.script.append(
         Reply(
             503,
@@ -186,28 +203,31 @@ def test_retry_after_as_http_date_uses_the_servers_date(server: FakeOpenAI) -> N
             {"Date": "Wed, 21 Oct 2015 07:28:00 GMT", "Retry-After": "Wed, 21 Oct 2015 07:28:07 GMT"},
         )
     )
-    sleeps: list[float] = []
-    make(server, sleeps, dim=3).embed(["hi"])
+    sleeps = Sleeps()
+    async with make(server, sleeps, dim=3) as e:
+        await e.embed(["hi"])
     assert sleeps == [7.0]
 
 
-def test_500_exhausts_retries_with_exponential_backoff(server: FakeOpenAI) -> None:
+async def test_500_exhausts_retries_with_exponential_backoff(server: FakeEmbeddings) -> None:
     server.script.extend(Reply(500, b'{"error": "upstream exploded"}') for _ in range(4))
-    sleeps: list[float] = []
-    with pytest.raises(ModelError) as info:
-        make(server, sleeps, dim=3, max_retries=3).embed(["hi"])
-    assert isinstance(info.value, EmbeddingRequestError) and info.value.status == 500
-    assert "after 4 attempts" in str(info.value)
+    sleeps = Sleeps()
+    async with make(server, sleeps, dim=3, max_retries=3) as e:
+        with pytest.raises(ModelError) as info:
+            await e.embed(["hi"])
+    assert isinstance(info.value, ModelHTTPError) and info.value.status == 500 and info.value.attempts == 4
+    assert "after 4 attempts" in str(info.value) and "/v1/embeddings" in str(info.value)
     assert "HTTP 500" in str(info.value) and "upstream exploded" in str(info.value)
     assert sleeps == [0.5, 1.0, 2.0]
     assert len(server.seen) == 4
 
 
-def test_client_errors_are_not_retried(server: FakeOpenAI) -> None:
+async def test_client_errors_are_not_retried(server: FakeEmbeddings) -> None:
     server.script.append(Reply(401, b'{"error":{"message":"Incorrect API key provided"}}'))
-    sleeps: list[float] = []
-    with pytest.raises(EmbeddingRequestError, match="HTTP 401.*Incorrect API key") as info:
-        make(server, sleeps, api_key="bad").embed(["hi"])
+    sleeps = Sleeps()
+    async with make(server, sleeps, api_key="bad") as e:
+        with pytest.raises(ModelHTTPError, match="HTTP 401.*Incorrect API key") as info:
+            await e.embed(["hi"])
     assert info.value.status == 401 and sleeps == [] and len(server.seen) == 1
 
 
@@ -215,52 +235,57 @@ def test_client_errors_are_not_retried(server: FakeOpenAI) -> None:
     ("body", "match"),
     [
         (b"<html>502 gateway</html>", "malformed.*<html>502 gateway"),
-        (b'{"object":"list","data":[{"index":0}]}', "malformed.*embedding"),
+        (b'{"object":"list","data":[{"index":0}]}', "malformed.*missing required field `embedding`"),
         (b'{"object":"list","data":[{"index":0,"embedding":[1,2,3]},{"index":0,"embedding":[1,2,3]}]}', "indices"),
         (b'{"object":"list","data":[{"index":0,"embedding":[1,2]},{"index":1,"embedding":[1,2]}]}', "2 dimensions"),
         (b'{"object":"list","data":[{"index":0,"embedding":[0,0,0]},{"index":1,"embedding":[1,2,3]}]}', "all zeros"),
     ],
 )
-def test_malformed_bodies_are_model_errors(server: FakeOpenAI, body: bytes, match: str) -> None:
+async def test_malformed_bodies_are_model_errors(server: FakeEmbeddings, body: bytes, match: str) -> None:
     server.script.append(Reply(200, body))
-    with pytest.raises(ModelError, match=match):
-        make(server, dim=3).embed(["a", "b"])
+    async with make(server, dim=3) as e:
+        with pytest.raises(ModelError, match=match):
+            await e.embed(["a", "b"])
     assert len(server.seen) == 1  # a malformed success is not retried
 
 
-def test_transport_errors_are_retried_then_reported() -> None:
+async def test_transport_errors_are_retried_then_reported() -> None:
     with socket.socket() as s:  # a port that was free a moment ago: connections are refused
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    sleeps: list[float] = []
-    e = OpenAIEmbedder(f"http://127.0.0.1:{port}", "m", max_retries=2, sleep=sleeps.append, timeout=2)
-    with pytest.raises(EmbeddingRequestError, match="after 3 attempts; last: ConnectError") as info:
-        e.embed(["hi"])
+    sleeps = Sleeps()
+    async with OpenAIEmbedder(f"http://127.0.0.1:{port}", "m", max_retries=2, sleep=sleeps, timeout=2) as e:
+        with pytest.raises(ModelHTTPError, match="after 3 attempts; last: ConnectError") as info:
+            await e.embed(["hi"])
     assert info.value.status is None and sleeps == [0.5, 1.0]
 
 
-def test_bad_configuration_is_a_usage_error() -> None:
-    with pytest.raises(UsageError):
-        OpenAIEmbedder("localhost:8080", "m")
-    with pytest.raises(UsageError):
-        OpenAIEmbedder("http://x", "m", batch_size=257)
-    with pytest.raises(UsageError):
-        OpenAIEmbedder("http://x", "m").embed("one string")
+async def test_bad_input_and_configuration_are_usage_errors(server: FakeEmbeddings) -> None:
+    for kwargs in ({"base_url": "localhost:8080"}, {"batch_size": 257}, {"dim": 0}, {"model": ""},
+                   {"max_retries": -1}, {"timeout": 0}):
+        args = {"base_url": server.base_url, "model": "m"} | kwargs
+        with pytest.raises(UsageError):
+            OpenAIEmbedder(args.pop("base_url"), args.pop("model"), **args)
+    async with make(server, dim=3) as e:
+        with pytest.raises(UsageError, match="single string"):
+            await e.embed("one string")
+        with pytest.raises(UsageError, match="item 1"):
+            await e.embed(["ok", b"bytes"])  # type: ignore[list-item]
+    assert server.seen == []  # refused before anything was sent
 
 
-@pytest.mark.anyio
-async def test_async_embed_retries_and_orders(server: FakeOpenAI) -> None:
-    server.script.append(Reply(429, b"slow down", {"Retry-After": "0.25"}))
-    server.script.append(Reply(reorder=lambda data: data[::-1]))
-    sleeps: list[float] = []
-
-    async def fake_sleep(seconds: float) -> None:
-        sleeps.append(seconds)
-
-    e = OpenAIEmbedder(server.base_url, "m", dim=3, api_key="k", async_sleep=fake_sleep)
-    texts = ["x", "yy", "zzz"]
-    v = await e.embed_async(texts)
-    assert sleeps == [0.25]
-    assert [s.headers["authorization"] for s in server.seen] == ["Bearer k", "Bearer k"]
-    np.testing.assert_allclose(v, unit([vector_of(t, 3) for t in texts]), rtol=1e-6)
-    assert (await e.embed_async([])).shape == (0, 3)
+def test_the_fake_rejects_what_the_api_would() -> None:
+    """The checks the conformance suite relies on do catch a wrong request."""
+    ok = {"model": MODEL, "input": ["a"], "dimensions": 3}
+    headers = {"content-type": "application/json", "authorization": f"Bearer {KEY}"}
+    assert check_request(Seen("POST", "/v1/embeddings", headers, ok), KEY) == []
+    bad = [
+        Seen("POST", "/v1/embedding", headers, ok),
+        Seen("POST", "/v1/embeddings", {"content-type": "application/json"}, ok),
+        Seen("POST", "/v1/embeddings", headers, ok | {"input": "a"}),
+        Seen("POST", "/v1/embeddings", headers, ok | {"input": []}),
+        Seen("POST", "/v1/embeddings", headers, ok | {"dimensions": 0}),
+        Seen("POST", "/v1/embeddings", headers, ok | {"extra": 1}),
+        Seen("POST", "/v1/embeddings", headers, json.loads('{"input": ["a"]}')),
+    ]
+    assert all(check_request(seen, KEY) for seen in bad)
