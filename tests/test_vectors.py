@@ -200,7 +200,8 @@ def test_bad_arguments(tmp_path: Path) -> None:
         VectorIndex.open(tmp_path / "x", dim=DIM, embedder_id=EMBEDDER, dtype="i8")  # type: ignore[arg-type]
 
 
-def test_with_the_hashing_embedder(tmp_path: Path) -> None:
+@pytest.mark.anyio
+async def test_with_the_hashing_embedder(tmp_path: Path) -> None:
     embedder = HashingEmbedder(128)
     texts = {
         "b-pager": "the pager evicts cold blocks under memory pressure",
@@ -209,7 +210,7 @@ def test_with_the_hashing_embedder(tmp_path: Path) -> None:
     }
     index = VectorIndex.open(tmp_path, dim=embedder.dim, embedder_id=embedder.id, dtype="f32")
     todo = index.missing(texts)
-    index.add(todo, embedder.embed([texts[b] for b in todo]))
+    index.add(todo, await embedder.embed([texts[b] for b in todo]))
     assert index.missing(texts) == []
-    (query,) = embedder.embed(["which blocks does the pager evict"])
+    (query,) = await embedder.embed(["which blocks does the pager evict"])
     assert index.search(query, 1)[0][0] == "b-pager"

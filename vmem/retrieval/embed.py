@@ -1,9 +1,14 @@
 """Embedders: text to unit vectors, and the deterministic default.
 
-An :class:`Embedder` turns texts into L2-normalised float32 rows.  Its
-:attr:`~Embedder.id` names the model, its version and its dimension; vectors
-are cached and indexed per (block id, embedder id), so two embedders whose
-vectors are not interchangeable must never share an id.
+An :class:`Embedder` turns texts into L2-normalised float32 rows, awaited:
+a remote one waits on the network and a local model computes for a while, so
+neither may hold up the event loop.  Its :attr:`~Embedder.id` names the
+model, its version and its dimension; vectors are cached and indexed per
+(block id, embedder id), so two embedders whose vectors are not
+interchangeable must never share an id.  :attr:`~Embedder.semantic` says
+whether nearness means likeness of meaning (retrieval weighs the vector
+retriever by it).  ``tests/conformance/embedder_suite.py`` is what every
+embedder must pass.
 
 :class:`HashingEmbedder` is the default: feature hashing of words, word pairs
 and (optionally) character trigrams.  It needs no model and no network, and
@@ -19,6 +24,8 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import anyio.to_thread
 
 from vmem.errors import UsageError
 
@@ -38,6 +45,11 @@ _EMPTY_TOKEN = "\x00empty"
 # Bound on the token -> bucket memo; when full it is cleared (results do not
 # depend on it, only speed does).
 _MEMO_LIMIT = 1 << 18
+# Hashing gets through about 10 MB of text a second (a sync batch of 1024
+# pages takes 0.3 s).  Up to this many characters (~5 ms) it runs on the
+# event loop's thread, where a thread hop would cost more than it saves;
+# beyond, in a worker thread, so that the loop's other tasks keep running.
+_INLINE_CHARS = 50_000
 
 
 @runtime_checkable
@@ -54,8 +66,21 @@ class Embedder(Protocol):
         """Length of each vector."""
         ...
 
-    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        """Vectors of `texts`: float32, shape (len(texts), dim), rows of unit L2 norm."""
+    @property
+    def semantic(self) -> bool:
+        """True when near vectors mean similar meaning (a trained model), False for lexical hashing."""
+        ...
+
+    async def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """Vectors of `texts`: float32, shape (len(texts), dim), rows of unit L2 norm, in input order.
+
+        The same texts give the same vectors.  A lone string, or an item that
+        is not a string, is a :class:`~vmem.errors.UsageError`.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the embedder holds (connections); idempotent, and a later embed reopens it."""
         ...
 
 
@@ -117,6 +142,14 @@ class HashingEmbedder:
         """Number of hash buckets, the vector length."""
         return self._dim
 
+    @property
+    def semantic(self) -> bool:
+        """False: shared words, not shared meaning, make vectors near."""
+        return False
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
     def _code(self, token: str) -> int:
         # Bucket in the low bits modulo dim, sign from the top bit; encoded as
         # one int (bucket, or ~bucket for a negative sign) to keep the memo small.
@@ -138,14 +171,23 @@ class HashingEmbedder:
             counts[_EMPTY_TOKEN] = 1
         return counts
 
-    def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+    async def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         """Vectors of `texts`: float32, shape (len(texts), dim), unit rows."""
         import numpy as np
 
         items = check_texts(texts)
-        n = len(items)
-        if n == 0:
+        if not items:
             return np.zeros((0, self._dim), dtype=np.float32)
+        if sum(map(len, items)) <= _INLINE_CHARS:
+            return self._matrix(items)
+        return await anyio.to_thread.run_sync(self._matrix, items)
+
+    def _matrix(self, items: list[str]) -> npt.NDArray[np.float32]:
+        # May run in worker threads at once: the memo is only read and
+        # written key by key (atomic under the GIL), never iterated.
+        import numpy as np
+
+        n = len(items)
         memo = self._memo
         if len(memo) > _MEMO_LIMIT:
             memo.clear()
