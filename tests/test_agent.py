@@ -102,6 +102,9 @@ class Scripted:
         self.replies = list(replies)
         self.prompts: list[str] = []
 
+    async def aclose(self) -> None:
+        pass
+
     async def complete(self, prompt, messages=(), tools=()):
         self.prompts.append(prompt)
         if self.replies:
@@ -162,6 +165,9 @@ class FailingSummariser:
 
     def __init__(self) -> None:
         self.fail = True
+
+    async def aclose(self) -> None:
+        pass
 
     async def complete(self, prompt, messages=(), tools=()):
         if self.fail:

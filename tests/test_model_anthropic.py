@@ -1,17 +1,19 @@
 """AnthropicModel against a real HTTP server on 127.0.0.1 that checks the Messages API's rules.
 
 The fake provider (tests/fake_anthropic.py) rejects what the real API
-rejects and reports its prompt cache like Anthropic.  Every test runs under
-asyncio and trio.
+rejects and reports its prompt cache like Anthropic.  The shared Model
+conformance suite runs against it too.  Every test runs under asyncio and
+trio.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from conformance.model_suite import ProviderModelConformance
 from fake_anthropic import CACHED, EPHEMERAL, KEY, FakeAnthropic, error, text
 from fakehttp import Reply, Sleeps, running
 
@@ -52,6 +54,24 @@ def make(server: FakeAnthropic, sleeps: Sleeps | None = None, **kwargs: Any) -> 
 
 def scripted(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Reply:
     return Reply(status, json.dumps(body).encode(), headers or {})
+
+
+@pytest.fixture
+def provider(server: FakeAnthropic) -> FakeAnthropic:
+    return server
+
+
+@pytest.fixture
+async def model(server: FakeAnthropic) -> AsyncIterator[AnthropicModel]:
+    adapter = make(server, max_retries=2)
+    try:
+        yield adapter
+    finally:
+        await adapter.aclose()
+
+
+class TestAnthropicModelConformance(ProviderModelConformance):
+    """The shared Model suite against the fake Anthropic server, which rejects what the real API would."""
 
 
 # -- shapes -------------------------------------------------------------------

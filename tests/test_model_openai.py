@@ -1,19 +1,21 @@
 """OpenAIChatModel against a real HTTP server on 127.0.0.1 that checks OpenAI's request shape.
 
 The fake provider (tests/fake_openai.py) answers like OpenAI's chat
-completions and rejects what the real API would reject.  Every test runs under
-asyncio and trio.
+completions and rejects what the real API would reject.  The shared Model
+conformance suite runs against it too.  Every test runs under asyncio and
+trio.
 """
 
 from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
+from conformance.model_suite import ProviderModelConformance
 from fake_openai import KEY, RAW_ARGUMENTS, FakeOpenAI
 from fakehttp import Reply, Sleeps, running
 
@@ -59,6 +61,24 @@ def make(server: FakeOpenAI, sleeps: Sleeps | None = None, **kwargs: Any) -> Ope
 
 def error_body(message: str, kind: str) -> bytes:
     return json.dumps({"error": {"message": message, "type": kind, "param": None, "code": None}}).encode()
+
+
+@pytest.fixture
+def provider(server: FakeOpenAI) -> FakeOpenAI:
+    return server
+
+
+@pytest.fixture
+async def model(server: FakeOpenAI) -> AsyncIterator[OpenAIChatModel]:
+    adapter = make(server, max_retries=2)
+    try:
+        yield adapter
+    finally:
+        await adapter.aclose()
+
+
+class TestOpenAIChatModelConformance(ProviderModelConformance):
+    """The shared Model suite against the fake OpenAI server, which rejects what the real API would."""
 
 
 # -- shapes -------------------------------------------------------------------

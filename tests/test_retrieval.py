@@ -87,6 +87,9 @@ class CitesAbsentPage:
         self.page = page
         self.calls = 0
 
+    async def aclose(self) -> None:
+        pass
+
     async def complete(self, prompt, messages=(), tools=()):
         self.calls += 1
         if self.page not in prompt:

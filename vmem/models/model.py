@@ -35,10 +35,19 @@ class ModelReply(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Model(Protocol):
-    """A stateless function from a packed prompt to a reply."""
+    """A stateless function from a packed prompt to a reply (``tests/conformance/model_suite.py`` checks one)."""
 
     name: str
 
     async def complete(
         self, prompt: str, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec] = ()
-    ) -> ModelReply: ...
+    ) -> ModelReply:
+        """The reply to `messages` (`prompt` holds the same text, untagged); it may call `tools`.
+
+        A provider's failure is a :class:`~vmem.errors.ModelError`.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the model holds (connections); idempotent, and a later call reopens it."""
+        ...

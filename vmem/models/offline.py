@@ -79,6 +79,9 @@ class OfflineModel:
         text = self.reply(prompt)
         return ModelReply(text=text, input_tokens=tok.count(prompt), output_tokens=tok.count(text), model=self.name)
 
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
     def reply(self, prompt: str) -> str:
         secs = _sections(prompt)
         question = ""
