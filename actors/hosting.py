@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import anyio
 import msgspec
 
 from vmem.actors.compressor import Compressor
@@ -25,6 +26,7 @@ from vmem.actors.writer import Writer
 from vmem.bus.bus import Bus
 from vmem.bus.jobs import JobQueue
 from vmem.bus.subjects import Subjects
+from vmem.errors import RequestTimeout
 from vmem.models.model import Model
 from vmem.paging.select import Policy
 from vmem.retrieval.embed import Embedder
@@ -41,7 +43,15 @@ class CallerJobs:
         self.call = caller
 
     async def submit(self, job: CompressJob, *, timeout: float = 60.0) -> CompressDone:
-        return await self.call(job.ns, "compressor", "job", job, CompressDone, timeout=timeout)
+        """See :meth:`vmem.bus.jobs.JobQueue.submit`; a job run in this process is cancelled at the timeout."""
+        # The caller runs a compressor of this process directly, without the
+        # bus request's timeout: the queue's promise needs one of its own.
+        with anyio.move_on_after(timeout):
+            try:
+                return await self.call(job.ns, "compressor", "job", job, CompressDone, timeout=timeout)
+            except RequestTimeout:
+                pass  # the bus's, saying less than this one
+        raise RequestTimeout(f"compress job {job.job_id}: no compressor finished it within {timeout} s")
 
 
 class Hosted(msgspec.Struct):

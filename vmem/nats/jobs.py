@@ -161,7 +161,12 @@ class JetStreamJobQueue:
 
     async def submit(self, job: CompressJob, *, timeout: float = 60.0) -> CompressDone:
         """Queue `job` and wait for a worker's result (RequestTimeout after `timeout` s)."""
-        await self.ensure()
+        self._check_open(job)
+        deadline = anyio.current_time() + timeout
+        with anyio.move_on_after(timeout):
+            await self.ensure()
+        if not self._ready:
+            raise RequestTimeout(f"compress job {job.job_id}: could not set up the job queue within {timeout} s")
         nc = self._conn.nc
         inbox = nc.new_inbox()
         got: list[NatsMsg] = []
@@ -171,21 +176,25 @@ class JetStreamJobQueue:
             got.append(msg)
             arrived.set()
 
-        sub = await nc.subscribe(inbox, cb=on_reply)
+        try:
+            sub = await nc.subscribe(inbox, cb=on_reply)
+        except (nats_errors.Error, OSError) as exc:
+            raise BusError(f"compress job {job.job_id}: cannot wait for its result ({type(exc).__name__}: {exc})") from None
         try:
             headers = {"Nats-Msg-Id": f"job.{uuid.uuid4().hex}", REPLY_HEADER: inbox}
             subject = self.subjects.job(job.ns)
-            deadline = anyio.current_time() + timeout
             delay = 0.05
             while True:  # the same Nats-Msg-Id on every try: a retried publish queues one job
                 try:
-                    ack = json.loads((await self._conn.request(subject, encode(job), timeout=self._timeout, headers=headers)).data)
+                    wait = min(self._timeout, max(deadline - anyio.current_time(), 0.01))
+                    ack = json.loads((await self._conn.request(subject, encode(job), timeout=wait, headers=headers)).data)
                     if "error" in ack and int(ack["error"].get("code", 0)) != 503:
                         raise LogError(f"compress job {job.job_id}: JetStream refused it: {ack['error'].get('description')}")
                     if "error" not in ack:
                         break
                     problem = str(ack["error"].get("description"))
                 except BusError as exc:  # NoResponders, RequestTimeout, a dropped connection
+                    self._check_open(job)  # a closed connection does not come back: no use retrying
                     problem = str(exc)
                 if anyio.current_time() + delay > deadline:
                     raise RequestTimeout(f"compress job {job.job_id}: could not queue it within {timeout} s: {problem}")
@@ -210,6 +219,11 @@ class JetStreamJobQueue:
         if not isinstance(reply, CompressDone):
             raise SchemaError(f"compressor.job answered {type(reply).__name__}, expected CompressDone")
         return reply
+
+    def _check_open(self, job: CompressJob) -> None:
+        # Closed by its owner, or by nats-py after its last reconnect attempt.
+        if self._conn.closed or self._conn.nc.is_closed:
+            raise BusError(f"compress job {job.job_id}: the NATS connection to {self._conn.url} is closed; open a new one")
 
     # -- working -----------------------------------------------------------------------
 
