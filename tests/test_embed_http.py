@@ -21,8 +21,8 @@ from fakehttp import FakeProvider, Reply, Seen, Sleeps, running
 
 from vmem.errors import ModelError, UsageError
 from vmem.models.http_retry import ModelHTTPError
+from vmem.models.openai_embeddings import OpenAIEmbedder
 from vmem.retrieval.embed import Embedder
-from vmem.retrieval.embed_http import OpenAIEmbedder
 
 pytestmark = pytest.mark.anyio
 

@@ -41,7 +41,7 @@ over the rendered turn text, analysed as tantivy's ``default`` analyser:
 words, lowercased, no stemming, each query term once), ``vector`` (cosine to
 the question with the embedder vmem uses in the same run).  ``baselines_extra``
 adds ``bm25_vmem``: the same fill in the order of vmem's own BM25
-(``vmem._bm25.bm25_rank``: its analysers, English stemming), i.e. vmem's BM25
+(``vmem.retrieval.bm25.bm25_rank``: its analysers, English stemming), i.e. vmem's BM25
 retriever alone.
 
 Calibration: the README gives an independent reference for the bm25 and
@@ -257,17 +257,17 @@ def memoised(embedder):
     memo: dict[str, np.ndarray] = {}
     stats = {"texts": 0, "seconds": 0.0}
 
-    def embed(texts):
+    async def embed(texts):
         texts = list(texts)
         todo = list(dict.fromkeys(t for t in texts if t not in memo))
         if todo:
             t0 = time.perf_counter()
-            for t, v in zip(todo, inner(todo)):
+            for t, v in zip(todo, await inner(todo)):
                 memo[t] = v
             stats["seconds"] += time.perf_counter() - t0
             stats["texts"] += len(todo)
         if not texts:
-            return inner([])
+            return await inner([])
         return np.stack([memo[t] for t in texts])
 
     embedder.embed = embed
@@ -276,11 +276,11 @@ def memoised(embedder):
 
 def make_embedder(name: str):
     if name == "minilm":
-        from vmem._embed_minilm import MiniLMEmbedder
+        from vmem.retrieval.minilm import MiniLMEmbedder
 
         return MiniLMEmbedder()
     if name == "hashing":
-        from vmem._embed import HashingEmbedder
+        from vmem.retrieval.embed import HashingEmbedder
 
         return HashingEmbedder()
     return None  # vmem's default: whatever the retriever actor picks
@@ -362,13 +362,13 @@ async def run_conversation(conv: Conversation, idx: int, budgets: list[int], emb
         # Baselines: one ranking each.
         bm25 = Bm25(texts, default_terms)
         docs = [(str(i), t) for i, t in enumerate(texts)]
-        turn_vecs = embedder.embed(texts)
+        turn_vecs = await embedder.embed(texts)
         t_ingest = time.perf_counter()
         query_seconds = []
         for qi, (question, cat, evidence) in enumerate(conv.questions):
             room_q = tok.count(question)
             t0 = time.perf_counter()
-            qv = embedder.embed([question])[0]
+            qv = (await embedder.embed([question]))[0]
             query_seconds.append(time.perf_counter() - t0)
             orders = {
                 "recency": list(range(len(texts)))[::-1],

@@ -40,8 +40,8 @@ from vmem.models.config import model_from_env
 from vmem.models.model import Model, ModelReply, ToolSpec
 from vmem.models.offline import OfflineModel
 from vmem.models.openai import OpenAIChatModel
+from vmem.models.openai_embeddings import OpenAIEmbedder
 from vmem.retrieval.embed import Embedder, HashingEmbedder
-from vmem.retrieval.embed_http import OpenAIEmbedder
 from vmem.retrieval.fusion import FusionPolicy
 from vmem.retrieval.minilm import MiniLMEmbedder
 from vmem.retrieval.retrievers import RetrievalContext, RetrievalQuery, Retriever

@@ -1,4 +1,4 @@
 """The agent's memory semantics: MemGPT-style memory functions, the reducer's rules for model replies, the chat step loop, the agent's own tools, slots, permissions and grants.
 
-May import: paging, assembly, models, state, schemas, errors.
+May import: paging, models, assembly, retrieval, state, schemas, errors.
 """

@@ -1,4 +1,4 @@
 """Building a prompt: token counts, model profiles, the section budget table, packing and rendering, splitting documents into pages, summaries, trace diffs.
 
-May import: state, schemas, errors.
+May import: retrieval (BM25 terms), storage, state, schemas, errors.
 """

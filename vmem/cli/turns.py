@@ -106,9 +106,7 @@ async def cmd_chat(vm: Vmem, args: argparse.Namespace) -> int:
             else:
                 print(f"{'vmem> ' if interactive else ''}{r.reply}", flush=True)
     finally:
-        close = getattr(model, "aclose", None)
-        if close is not None:
-            await close()
+        await model.aclose()
 
 
 async def cmd_demo(vm: Vmem, args: argparse.Namespace) -> int:

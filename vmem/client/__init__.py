@@ -1,4 +1,4 @@
 """The public API as a client of the actors (requests over a bus), and the wire formats published as JSON Schema.
 
-May import: agent, assembly, bus, models, paging, state, schemas, errors.
+May import: agent, paging, models, assembly, bus, state, schemas, errors.
 """

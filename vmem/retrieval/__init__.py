@@ -1,4 +1,4 @@
 """Finding candidates: the retriever interface, recency and graph neighbours, BM25 (tantivy), vectors (usearch), embedders, and score fusion.
 
-May import: models (HTTP retries), storage, state, schemas, errors.
+May import: storage, state, schemas, errors.
 """
