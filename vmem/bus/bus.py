@@ -106,6 +106,28 @@ class Subscription(Protocol):
     ) -> None: ...
 
 
+class BusContext:
+    """``async with`` for a bus implementation: entering checks it is open, leaving closes it."""
+
+    def _check_open(self) -> None:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        self._check_open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
 class Bus(Protocol):
     """A publish/subscribe and request/reply bus with NATS core semantics.
 

@@ -19,13 +19,12 @@ A ``LocalBus`` belongs to one event loop; it is not thread-safe.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from types import TracebackType
-from typing import Self
 
 import anyio
 from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
 
 from vmem.bus.bus import (
+    BusContext,
     Msg,
     validate_data,
     validate_headers,
@@ -161,7 +160,7 @@ class _Index:
         return found
 
 
-class LocalBus:
+class LocalBus(BusContext):
     """An in-process bus with NATS core semantics; see the module docstring.
 
     Use as ``async with LocalBus() as bus:``.  It holds no tasks, so closing
@@ -281,18 +280,6 @@ class LocalBus:
             self._cursor.clear()
             self._members.clear()
         await cancel_shielded_checkpoint()
-
-    async def __aenter__(self) -> Self:
-        self._check_open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def _check_open(self) -> None:
         if self._closed:

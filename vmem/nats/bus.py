@@ -29,8 +29,7 @@ keeps working on trio.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import anyio
 from anyio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled
@@ -38,6 +37,7 @@ from nats import errors as nats_errors
 from nats.aio.msg import Msg as NatsMsg
 
 from vmem.bus.bus import (
+    BusContext,
     Msg,
     validate_data,
     validate_headers,
@@ -107,7 +107,7 @@ class NatsSubscription(BufferedSubscription):
         return f"<NatsSubscription {self._pattern!r} queue={self._queue!r} {state}>"
 
 
-class NatsBus:
+class NatsBus(BusContext):
     """A :class:`~vmem.bus.bus.Bus` on a NATS connection; see the module docstring.
 
     ``NatsBus(conn)`` shares a :class:`NatsConnection` and leaves it open on
@@ -272,18 +272,6 @@ class NatsBus:
                 if self._owns:
                     await self._conn.aclose()
         await cancel_shielded_checkpoint()
-
-    async def __aenter__(self) -> Self:
-        self._check_open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def _check_open(self) -> None:
         if self._closed:
