@@ -12,6 +12,7 @@ from contextlib import aclosing
 
 from vmem.actors.runtime import Route
 from vmem.agent.replies import resolve
+from vmem.assembly.pack import pack_state
 from vmem.errors import UnknownBlock, UnknownTurn, UsageError
 from vmem.paging.handoff import GRANTS_AGENT
 from vmem.paging.redo import PagerChecks
@@ -21,6 +22,8 @@ from vmem.schemas.messages import (
     BlockRequest,
     NamespacesReply,
     NamespacesRequest,
+    PromptReply,
+    PromptRequest,
     ReadReply,
     ReadRequest,
     ReplayReport,
@@ -32,9 +35,9 @@ from vmem.schemas.messages import (
     TracesReply,
     TracesRequest,
 )
-from vmem.state.fold import state_hash
+from vmem.state.fold import State, state_hash
 from vmem.storage.home import Home
-from vmem.storage.replay import replay
+from vmem.storage.replay import fold_log, replay
 from vmem.storage.view import checked_batches
 
 TENANT_AGENT = "_tenant"
@@ -59,6 +62,7 @@ class Reader:
             "state": Route(self.state, StateRequest),
             "replay": Route(self.replay, ReplayRequest),
             "namespaces": Route(self.namespaces, NamespacesRequest),
+            "prompt": Route(self.prompt, PromptRequest),
         }
 
     async def read(self, req: ReadRequest) -> ReadReply:
@@ -115,6 +119,17 @@ class Reader:
         if not out:
             raise UnknownTurn(f"turn {req.turn} of {req.ns} has no trace; turns so far: 1..{view.state.turn}")
         return TracesReply(traces=tuple(out))
+
+    async def prompt(self, req: PromptRequest) -> PromptReply:
+        """A turn's last prompt, packed again from the state just before its trace, checked against the trace."""
+        seq, trace = (await self.traces(TracesRequest(ns=req.ns, turn=req.turn))).traces[-1]
+        state = State(ns=req.ns)
+        await fold_log(self.home.log, req.ns, state, until=seq - 1)
+        packed = pack_state(self.home.store, req.ns, state, turn=trace.turn, attempt=trace.attempt, budget=trace.budget,
+                            tokenizer=trace.tokenizer)
+        return PromptReply(turn=trace.turn, attempt=trace.attempt, seq=seq, prompt=packed.prompt, tokens=packed.tokens,
+                           sha256=packed.sha256, recorded_sha256=trace.prompt_sha256,
+                           equal=packed.sha256 == trace.prompt_sha256)
 
     async def state(self, req: StateRequest) -> StateReply:
         view = await self.home.require_namespace(req.ns)

@@ -74,6 +74,17 @@ def test_trace_show_and_log_tail_and_show(loaded: Path):
     assert "turn_ended" in vmem("log", "tail", "--ns", NS, home=loaded, check=True).stdout
 
 
+def test_trace_show_prompt_prints_what_the_model_saw_checked_against_its_sha256(loaded: Path):
+    ask = json.loads(vmem("ask", "Who is the principal keeper of Cape Wrath?", "--ns", NS, "--budget", "900", "--json",
+                          home=loaded, check=True).stdout)
+    shown = vmem("trace", "show", str(ask["turn"]), "--prompt", "--ns", NS, home=loaded, check=True)
+    assert "Who is the principal keeper of Cape Wrath?" in shown.stdout and "<System>" in shown.stdout
+    assert f"sha256 {ask['prompt_sha256']} matches" in shown.stderr
+    reply = json.loads(vmem("trace", "show", str(ask["turn"]), "--prompt", "--ns", NS, "--json", home=loaded, check=True).stdout)
+    assert reply["equal"] and reply["sha256"] == reply["recorded_sha256"] == ask["prompt_sha256"]
+    assert reply["prompt"] + "\n" == shown.stdout and reply["tokens"] == ask["prompt_tokens"]
+
+
 def _refused(proc: subprocess.CompletedProcess, *needles: str) -> None:
     assert proc.returncode != 0
     assert proc.stderr.startswith("vmem: error: ")

@@ -91,6 +91,8 @@ from vmem.schemas.messages.reading import (  # noqa: F401  (re-exported)
     BlockRequest,
     NamespacesReply,
     NamespacesRequest,
+    PromptReply,
+    PromptRequest,
     ReadReply,
     ReadRequest,
     ReplayReport,
@@ -115,12 +117,12 @@ Request = Union[
     SearchRequest, SyncRequest, PackRequest, TurnRequest, FaultRequest, EvictRequest, PinRequest, ReduceRequest,
     ToolResultsRequest, EndTurnRequest, IngestRequest, SlotRequest, PermissionsRequest, GrantRequest,
     ExportRequest, ImportRequest, ReadRequest, TailRequest, BlockRequest, TracesRequest, StateRequest,
-    ReplayRequest, NamespacesRequest, CompressJob,
+    ReplayRequest, NamespacesRequest, PromptRequest, CompressJob,
 ]
 Reply = Union[
     SearchReply, SyncReply, PackReply, FaultReply, EvictReply, PinReply, ReduceReply, ToolResultsReply,
     EndTurnReply, IngestReply, Ack, ExportReply, ImportReply, ReadReply, BlockReply, TracesReply, StateReply,
-    ReplayReport, NamespacesReply, CompressDone, ErrorReply,
+    ReplayReport, NamespacesReply, PromptReply, CompressDone, ErrorReply,
 ]
 REQUEST_TYPES: tuple[type, ...] = Request.__args__  # type: ignore[attr-defined]
 REPLY_TYPES: tuple[type, ...] = Reply.__args__  # type: ignore[attr-defined]

@@ -53,6 +53,26 @@ class TracesReply(Msg, tag="traces_reply", kw_only=True):
     traces: tuple[tuple[int, PromptPacked], ...]
 
 
+class PromptRequest(Msg, tag="prompt", kw_only=True):
+    """The exact prompt of a turn's last attempt, re-rendered from the log."""
+
+    ns: Ns
+    turn: TurnNo
+
+
+class PromptReply(Msg, tag="prompt_reply", kw_only=True):
+    """The re-rendered prompt, and whether its SHA-256 is the one the trace at `seq` recorded."""
+
+    turn: int
+    attempt: int
+    seq: int
+    prompt: str
+    tokens: int
+    sha256: str
+    recorded_sha256: str
+    equal: bool
+
+
 class StateRequest(Msg, tag="state", kw_only=True):
     ns: Ns
 

@@ -18,6 +18,16 @@ from vmem.service.vmem import Vmem
 
 async def cmd_trace_show(vm: Vmem, args: argparse.Namespace) -> int:
     ns = await default_ns(vm, args.ns)
+    if args.prompt:
+        p = await vm.prompt(ns, args.turn)
+        if args.json:
+            out(p)
+        else:
+            print(p.prompt)
+            verdict = "matches" if p.equal else f"DIFFERS from the recorded {p.recorded_sha256}"
+            print(f"-- turn {p.turn} attempt {p.attempt + 1} (seq {p.seq}), re-rendered from the log: {p.tokens} tokens, "
+                  f"sha256 {p.sha256} {verdict}", file=sys.stderr)
+        return 0 if p.equal else 1
     traces = await vm.traces(ns, args.turn)
     if args.json:
         out([{"seq": seq, "trace": t} for seq, t in traces])
@@ -127,6 +137,9 @@ def add_inspect_commands(sub: Any, parents: Parents) -> None:
     t = tsub.add_parser("show", parents=[common, ns_opt], help="what a turn's prompts held and left out",
                         description="Show a turn's traces: chosen blocks per section, and what was left out and why.")
     t.add_argument("turn", type=int)
+    t.add_argument("--prompt", action="store_true",
+                   help="print the exact prompt of the turn's last attempt, re-rendered from the log and checked "
+                        "against its recorded sha256 (exit 1 if it differs)")
     t.set_defaults(run=cmd_trace_show)
     t = tsub.add_parser("diff", parents=[common, ns_opt], help="what entered and left between two turns",
                         description="Compare the last prompt traces of two turns: blocks that entered, that left (and why), and section sizes.")

@@ -17,6 +17,8 @@ from vmem.schemas.messages import (
     EventsCommitted,
     NamespacesReply,
     NamespacesRequest,
+    PromptReply,
+    PromptRequest,
     ReadReply,
     ReadRequest,
     ReplayReport,
@@ -140,6 +142,10 @@ class ReadCalls(ActorCalls):
         validate_namespace(ns)
         return await self._call(ns, "reader", "replay", ReplayRequest(ns=ns, until=until, verify=verify), ReplayReport,
                                 timeout=LONG_TIMEOUT)
+
+    async def prompt(self, ns: str, turn: int) -> PromptReply:
+        """The exact prompt of `turn`'s last attempt, re-rendered from the log and checked against its trace's SHA-256."""
+        return await self._call(ns, "reader", "prompt", PromptRequest(ns=ns, turn=turn), PromptReply, timeout=LONG_TIMEOUT)
 
     async def namespaces(self, tenant: str) -> list[str]:
         """The namespaces of `tenant` that hold events."""

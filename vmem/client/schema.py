@@ -30,7 +30,7 @@ ROUTES: dict[str, str] = {
     "reducer.end": "end_turn", "memory.ingest": "ingest", "memory.slot": "slot", "memory.permissions": "permissions",
     "memory.grant": "grant", "memory.export": "export", "memory.import": "import", "reader.read": "read",
     "reader.tail": "tail", "reader.block": "block", "reader.traces": "traces", "reader.state": "state",
-    "reader.replay": "replay", "reader.namespaces": "namespaces",
+    "reader.replay": "replay", "reader.namespaces": "namespaces", "reader.prompt": "prompt",
 }
 """The routes a client may call (``<actor>.<verb>``), each with the tag of the request it takes."""
 
