@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fakehttp import FakeProvider, Seen
+from fakehttp import FakeProvider, Seen, bearer_json_post_problems
 
 KEY = "sk-test-123"
 # As the model wrote it, spacing and key order included: kept verbatim.
@@ -18,13 +18,7 @@ RAW_ARGUMENTS = '{"city": "Paris", "unit": "C"}'
 
 def check_request(seen: Seen, key: str | None) -> list[str]:
     """What the real chat-completions API would object to."""
-    problems: list[str] = []
-    if seen.method != "POST" or seen.path != "/v1/chat/completions":
-        problems.append(f"unexpected {seen.method} {seen.path}")
-    if seen.headers.get("content-type") != "application/json":
-        problems.append(f"content-type is {seen.headers.get('content-type')!r}")
-    if seen.headers.get("authorization") != (f"Bearer {key}" if key else None):
-        problems.append(f"authorization is {seen.headers.get('authorization')!r}")
+    problems = bearer_json_post_problems(seen, "/v1/chat/completions", key)
     body = seen.body
     if not isinstance(body, dict):
         return problems + ["body is not a JSON object"]

@@ -46,6 +46,18 @@ class Sleeps(list[float]):
         self.append(seconds)
 
 
+def bearer_json_post_problems(seen: Seen, path: str, key: str | None) -> list[str]:
+    """What an OpenAI-style API objects to in any request: the method and path, the content type, the bearer key."""
+    problems: list[str] = []
+    if seen.method != "POST" or seen.path != path:
+        problems.append(f"unexpected {seen.method} {seen.path}")
+    if seen.headers.get("content-type") != "application/json":
+        problems.append(f"content-type is {seen.headers.get('content-type')!r}")
+    if seen.headers.get("authorization") != (f"Bearer {key}" if key else None):
+        problems.append(f"authorization is {seen.headers.get('authorization')!r}")
+    return problems
+
+
 def provider_error(kind: str, message: str) -> bytes:
     """An error in the shape OpenAI and Anthropic both use, ``{"error": {"type", "message"}}``."""
     return json.dumps({"error": {"type": kind, "message": message}}).encode()

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conformance.embedder_suite import EmbedderConformance
-from fakehttp import FakeProvider, Reply, Seen, Sleeps, running
+from fakehttp import FakeProvider, Reply, Seen, Sleeps, bearer_json_post_problems, running
 
 from vmem.errors import ModelError, UsageError
 from vmem.models.http_retry import ModelHTTPError
@@ -38,13 +38,7 @@ def vector_of(text: str, dims: int) -> list[float]:
 
 def check_request(seen: Seen, key: str | None) -> list[str]:
     """What the real embeddings API would object to."""
-    problems: list[str] = []
-    if seen.method != "POST" or seen.path != "/v1/embeddings":
-        problems.append(f"unexpected {seen.method} {seen.path}")
-    if seen.headers.get("content-type") != "application/json":
-        problems.append(f"content-type is {seen.headers.get('content-type')!r}")
-    if seen.headers.get("authorization") != (f"Bearer {key}" if key else None):
-        problems.append(f"authorization is {seen.headers.get('authorization')!r}")
+    problems = bearer_json_post_problems(seen, "/v1/embeddings", key)
     body = seen.body
     if not isinstance(body, dict):
         return problems + ["body is not a JSON object"]
