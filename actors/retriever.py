@@ -17,6 +17,7 @@ import anyio
 import numpy as np
 
 from vmem.actors.runtime import Route
+from vmem.assembly.render import searchable_text
 from vmem.retrieval.bm25 import Bm25Index, IndexBusy, TailIndex
 from vmem.retrieval.embed import Embedder, HashingEmbedder
 from vmem.retrieval.fusion import DEFAULT_POLICY, FusionPolicy, fuse
@@ -36,6 +37,10 @@ from vmem.storage.view import checked_batches
 INDEXED_KINDS = frozenset({"page", "summary", "message", "fact", "tool_call", "tool_result"})
 DEFAULT_TIMEOUT_S = 2.0
 BUILTINS = frozenset({"bm25", "vector", "recency", "graph"})
+# Indexes are caches of the log: a change to what they hold of a block (v2:
+# its searchable text, header included) gets new directories, rebuilt by the
+# next sync; until then the log's tail index covers every block.
+INDEX_FORMAT = "v2"
 GRAPH_SEEDS = 8  # strong hits whose neighbours the graph retriever offers
 # Up to this many vectors, search is exact (results depend only on the set of
 # vectors); above, usearch's HNSW graph (about 0.8 ms instead of 6 ms at 100k,
@@ -154,7 +159,7 @@ class RetrieverActor:
     def _index(self, ns: str) -> _Bm25:
         idx = self._bm25.get(ns)
         if idx is None:
-            path = self.home.index_dir(ns) / "bm25"
+            path = self.home.index_dir(ns) / f"bm25-{INDEX_FORMAT}"
             path.mkdir(parents=True, exist_ok=True)
             idx = self._bm25[ns] = _Bm25(Bm25Index.open(path))
         return idx
@@ -163,7 +168,7 @@ class RetrieverActor:
         vec = self._vectors.get(ns)
         if vec is None:
             slug = re.sub(r"[^A-Za-z0-9_.-]", "_", self.embedder.id)
-            path = self.home.index_dir(ns) / f"vectors-{slug}"
+            path = self.home.index_dir(ns) / f"vectors-{slug}-{INDEX_FORMAT}"
             index = VectorIndex.open(path, dim=self.embedder.dim, embedder_id=self.embedder.id, exact_limit=EXACT_VECTORS)
             vec = self._vectors[ns] = _Vectors(index, self.embedder)
         return vec
@@ -173,14 +178,14 @@ class RetrieverActor:
             for stored in batch:
                 ev = stored.event
                 if type(ev) is BlockWritten and ev.kind in INDEXED_KINDS:
-                    idx.tail.add(ev.block_id, ev.text)
+                    idx.tail.add(ev.block_id, searchable_text(ev))
             idx.tail_pos = covered
         if "vector" not in self.builtins:
             return
         vec = self._vector_index(ns)
         async for batch, covered in checked_batches(self.home.log, ns, after=vec.tail_pos, on_reject=_ignore):
             await vec.extend_tail([
-                (s.event.block_id, s.event.text) for s in batch
+                (s.event.block_id, searchable_text(s.event)) for s in batch
                 if type(s.event) is BlockWritten and s.event.kind in INDEXED_KINDS
             ])
             vec.tail_pos = covered
@@ -191,7 +196,7 @@ class RetrieverActor:
         async for batch, _covered in checked_batches(self.home.log, ns, after=vec.index.through_seq, batch=SYNC_BATCH,
                                                      on_reject=_ignore):
             pairs = [
-                (s.event.block_id, s.event.text) for s in batch
+                (s.event.block_id, searchable_text(s.event)) for s in batch
                 if type(s.event) is BlockWritten and s.event.kind in INDEXED_KINDS
             ]
             ids, vecs = await embed_nonzero(self.embedder, pairs)
@@ -220,7 +225,7 @@ class RetrieverActor:
                 for stored in batch:
                     ev = stored.event
                     if type(ev) is BlockWritten and ev.kind in INDEXED_KINDS:
-                        index.add(ev.block_id, ev.text)
+                        index.add(ev.block_id, searchable_text(ev))
                         indexed += 1
                 # Commit in steps so a very large ingest is indexed in bounded memory.
                 index.commit(covered)

@@ -75,6 +75,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit_json  # noqa: E402
 
 from vmem import Vmem  # noqa: E402
+from vmem.actors.retriever import INDEX_FORMAT  # noqa: E402
 from vmem.assembly.ingest import DEFAULT_PAGE_TOKENS  # noqa: E402
 from vmem.assembly.tokens import Tokenizer, get_tokenizer  # noqa: E402
 from vmem.paging.decisions import SEARCH_LIMIT  # noqa: E402
@@ -299,7 +300,7 @@ async def prepare(tmp: Path, modules: Sequence[str], questions: Sequence[Questio
         flats = [flat(p.text) for p in pages]
         answers = {q.id: {p.block_id for p in answering_pages(pages, flats, q)} for q in questions}
         tokens = {p.block_id: p.tokens for p in pages}
-        index = Bm25Index.open(vm._home.index_dir(TEMPLATE_NS) / "bm25")
+        index = Bm25Index.open(vm._home.index_dir(TEMPLATE_NS) / f"bm25-{INDEX_FORMAT}")
         try:
             bm25 = {
                 (q.id, b): bm25_fill(index, q.question, b - tok.count(q.question), tokens)

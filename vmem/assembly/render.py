@@ -40,6 +40,21 @@ def render_block(b: BlockWritten) -> str:
     return f"[{short_id(b.block_id)}] {b.text}" if b.kind == "fact" else b.text
 
 
+def searchable_text(b: BlockWritten) -> str:
+    """What retrieval indexes of a block: what the model reads of it, but the block id no question names.
+
+    A page's heading (or source) is part of it, so a question that names a
+    document's section finds its pages; a message's speaker and date too.
+    """
+    if b.kind == "page":
+        attrs = dict(b.attrs)
+        where = attrs.get("heading") or attrs.get("source", "")
+        return f"{where}\n{b.text}" if where else b.text
+    if b.kind in ("message", "tool_call", "tool_result"):
+        return render_block(b)
+    return b.text
+
+
 class _StoredCall(msgspec.Struct):
     name: str
     arguments: str
