@@ -81,10 +81,13 @@ async def measure(home: Path, turns: int, rng: random.Random, vocab: list[str]) 
             if t > 10:  # warm-up turns are not counted
                 times.append(time.perf_counter() - start)
         # Baseline: bare BM25 top-50 and an exact count of what it returns.
+        from vmem.actors.retriever import INDEX_FORMAT
         from vmem.retrieval.bm25 import Bm25Index
 
         assert vm._home is not None
-        index = Bm25Index.open(vm._home.index_dir(NS) / "bm25")
+        index = Bm25Index.open(vm._home.index_dir(NS) / f"bm25-{INDEX_FORMAT}")
+        if index.doc_count == 0:  # the retriever's own index, or the baseline would measure nothing
+            raise SystemExit("bench_turn: the baseline's BM25 index is empty; is it the retriever's own directory?")
         base: list[float] = []
         for q in queries[10:]:
             start = time.perf_counter()
