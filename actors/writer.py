@@ -13,8 +13,11 @@ read what they missed).
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 from typing import TypeVar
+
+import anyio
 
 from vmem.bus.bus import Bus
 from vmem.bus.subjects import Subjects
@@ -27,7 +30,14 @@ from vmem.storage.log import AppendResult
 from vmem.storage.view import Draft
 
 T = TypeVar("T")
-ATTEMPTS = 8
+ATTEMPTS = 16
+# After a conflict, wait a random fraction of this (doubling per conflict, up
+# to the cap) before deciding again: writers that keep colliding on one
+# namespace (compressor workers in several processes) otherwise starve each
+# other.  Timing only: what is decided and appended does not depend on it.
+BACKOFF_S = 0.001
+BACKOFF_CAP_S = 0.05
+_jitter = random.Random()
 NOTIFY_BYTES = 64 * 1024  # larger batches are announced without their events; watchers read them
 
 
@@ -55,7 +65,10 @@ class Writer:
         """
         view = self.home.view(ns)
         async with view.lock:
-            for _ in range(attempts):
+            base = view.pos
+            for attempt in range(attempts):
+                if attempt:
+                    await anyio.sleep(_jitter.random() * min(BACKOFF_CAP_S, BACKOFF_S * 2 ** (attempt - 1)))
                 await view.catch_up_locked()
                 base = view.pos
                 draft = Draft(view)
@@ -78,7 +91,7 @@ class Writer:
                 view.settle(draft.events, result.last_seq)
                 await self._announce(ns, base, result, draft.events)
                 return out, result
-        raise ConcurrencyConflict(ns, view.pos, await self.home.log.last_seq(ns))
+        raise ConcurrencyConflict(ns, base, await self.home.log.last_seq(ns))
 
     async def append(self, ns: str, events: Sequence[Event], *, key: str | None = None) -> AppendResult | None:
         """Append fixed events (no decision on the state), as of the current state."""
