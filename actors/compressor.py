@@ -99,7 +99,11 @@ class Compressor:
             if summary_id not in draft.state.summaries:  # committed by an earlier delivery
                 draft.add(events)
 
-        _out, result = await self.writer.commit(req.ns, decide, key=f"compress:{req.job_id}")
+        # Unconditional: a summary's events fold the same whatever came before
+        # them, and at most once (content-addressed block, deduplicated edge,
+        # a second SummaryCommitted of one summary is a no-op), so workers
+        # compressing into one namespace need not take turns.
+        _out, result = await self.writer.commit(req.ns, decide, key=f"compress:{req.job_id}", conditional=False)
         if result is None:  # this very summary was committed before
             return CompressDone(job_id=req.job_id, summary_id=summary_id, duplicate=True)
         if not result.duplicate:

@@ -56,12 +56,16 @@ class Writer:
         *,
         key: str | None = None,
         attempts: int = ATTEMPTS,
+        conditional: bool = True,
     ) -> tuple[T, AppendResult | None]:
         """Append what `decide` adds to its draft, as of the state it decided on; returns its result.
 
         Nothing is appended if the decision adds no events.  A keyed append
         that was committed before (a retry) leaves the log as it was; the
-        view then reads back what the first one wrote.
+        view then reads back what the first one wrote.  ``conditional=False``
+        appends whatever came in between: only for events whose fold neither
+        depends on the state nor changes it twice (a compressor's summary),
+        so writers that would only collide need not retry.
         """
         view = self.home.view(ns)
         async with view.lock:
@@ -76,7 +80,8 @@ class Writer:
                     out = decide(draft)
                     if not draft.events:
                         return out, None
-                    result = await self.home.log.append(ns, draft.events, key=key, expected_last=base)
+                    result = await self.home.log.append(ns, draft.events, key=key,
+                                                        expected_last=base if conditional else None)
                 except ConcurrencyConflict:
                     view.reset()
                     continue
@@ -84,7 +89,13 @@ class Writer:
                     if draft.events:
                         view.reset()
                     raise
-                if result.duplicate:
+                if not conditional and not result.duplicate and not await self._directly_after(ns, base, result):
+                    # Others appended in between: the view folds the log's order, not ours.
+                    await self._announce(ns, -1, result, draft.events)
+                    view.reset()
+                    await view.catch_up_locked()
+                    return out, result
+                if result.duplicate:  # the view reads back what the first append wrote
                     view.reset()
                     await view.catch_up_locked()
                     return out, result
@@ -92,6 +103,11 @@ class Writer:
                 await self._announce(ns, base, result, draft.events)
                 return out, result
         raise ConcurrencyConflict(ns, base, await self.home.log.last_seq(ns))
+
+    async def _directly_after(self, ns: str, base: int, result: AppendResult) -> bool:
+        """Whether an unconditional append landed right after `base` (nothing of `ns` in between)."""
+        first = await self.home.log.read(ns, after=base, limit=1)
+        return bool(first) and first[0].seq == result.first_seq
 
     async def append(self, ns: str, events: Sequence[Event], *, key: str | None = None) -> AppendResult | None:
         """Append fixed events (no decision on the state), as of the current state."""
