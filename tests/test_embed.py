@@ -130,8 +130,9 @@ async def test_a_large_batch_leaves_the_event_loop_running() -> None:
         elapsed = time.perf_counter() - start
         tg.cancel_scope.cancel()
     assert v.shape == (600, 384)
-    # Hashed on the loop's thread, the ticker would get at most one tick in.
-    assert ticks >= max(3, elapsed * 1000 / 10), (ticks, elapsed)
+    # Hashed on the loop's thread, the ticker would get at most one tick in,
+    # however long the batch took (a count, not a timing: no flake under load).
+    assert ticks >= 3, (ticks, elapsed)
 
 
 async def test_throughput_is_reported() -> None:
