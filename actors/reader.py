@@ -35,9 +35,9 @@ from vmem.schemas.messages import (
     TracesReply,
     TracesRequest,
 )
-from vmem.state.fold import State, state_hash
+from vmem.state.fold import state_hash
 from vmem.storage.home import Home
-from vmem.storage.replay import fold_log, replay
+from vmem.storage.replay import replay, state_at
 from vmem.storage.view import checked_batches
 
 TENANT_AGENT = "_tenant"
@@ -123,8 +123,7 @@ class Reader:
     async def prompt(self, req: PromptRequest) -> PromptReply:
         """A turn's last prompt, packed again from the state just before its trace, checked against the trace."""
         seq, trace = (await self.traces(TracesRequest(ns=req.ns, turn=req.turn))).traces[-1]
-        state = State(ns=req.ns)
-        await fold_log(self.home.log, req.ns, state, until=seq - 1)
+        state = await state_at(self.home, req.ns, seq - 1)
         packed = pack_state(self.home.store, req.ns, state, turn=trace.turn, attempt=trace.attempt, budget=trace.budget,
                             tokenizer=trace.tokenizer)
         return PromptReply(turn=trace.turn, attempt=trace.attempt, seq=seq, prompt=packed.prompt, tokens=packed.tokens,

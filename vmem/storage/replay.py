@@ -125,9 +125,12 @@ async def _live_hash(home: Home, ns: str, until: int | None) -> str:
         await view.catch_up()
         async with view.lock:
             return state_hash(view.state)
-    # The state as the running system would have held it at `until`: the
-    # newest snapshot at or before it, plus the events after.
-    snap = home.snapshots.load(ns, at_most=until)
+    return state_hash(await state_at(home, ns, until))
+
+
+async def state_at(home: Home, ns: str, seq: int) -> State:
+    """The state of `ns` as the running system held it at `seq`: the newest snapshot at or before it, plus the events after."""
+    snap = home.snapshots.load(ns, at_most=seq)
     after, state = snap if snap is not None else (0, State(ns=ns))
-    await fold_log(home.log, ns, state, after=after, until=until)
-    return state_hash(state)
+    await fold_log(home.log, ns, state, after=after, until=seq)
+    return state
