@@ -11,12 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import anyio.to_thread
+
 from vmem.actors.runtime import Caller, Route
 from vmem.actors.writer import Writer
 from vmem.agent.settings import grant_events, permission_events, slot_events
 from vmem.assembly.ingest import ingest_events
+from vmem.assembly.tokens import get_tokenizer, known_tokenizers
 from vmem.errors import UnknownNamespace, UsageError
 from vmem.paging.handoff import check_grant, export_snapshot, grants_ns, import_events
+from vmem.schemas.events import BlockWritten
 from vmem.schemas.messages import (
     Ack,
     ExportReply,
@@ -63,12 +67,21 @@ class Memory:
         events, result = await self.writer.commit(
             req.ns, lambda d: _added(d, ingest_events(d.state, req)), key=f"ingest:{req.doc_id}:{req.batch}"
         )
+        pages = {e.block_id: e.text for e in events if isinstance(e, BlockWritten)}
+        if pages and result is not None and not result.duplicate:
+            # Counted now, off any turn's path: a page's first fault would count it otherwise.
+            await anyio.to_thread.run_sync(self._count_pages, req.ns, pages)
         indexed = 0
         if req.final:
             sync = await self.call(req.ns, "retriever", "sync", SyncRequest(ns=req.ns), SyncReply, timeout=SYNC_TIMEOUT)
             indexed = sync.indexed
         duplicate = result is None or result.duplicate
         return IngestReply(pages=len(req.pages), events=len(events), duplicate=duplicate, indexed=indexed)
+
+    def _count_pages(self, ns: str, pages: dict[str, str]) -> None:
+        for name in known_tokenizers():
+            tok = get_tokenizer(name)
+            self.home.store.cache_tokens(name, ns, {b: tok.count(text) for b, text in pages.items()})
 
     async def slot(self, req: SlotRequest) -> Ack:
         _out, result = await self.writer.commit(req.ns, lambda d: d.add(slot_events(req)))

@@ -36,9 +36,10 @@ from vmem.paging.decisions import (
     search_request,
     unresolved_fault,
 )
+from vmem.paging.draft_source import DraftSource
 from vmem.paging.handoff import grants_ns
 from vmem.paging.select import Policy, Selection
-from vmem.schemas.events import ErrorRaised, QueueFlushed, TurnStarted
+from vmem.schemas.events import ErrorRaised, PageFaultRaised, QueueFlushed, TurnStarted
 from vmem.schemas.messages import (
     CompressJob,
     EvictReply,
@@ -89,7 +90,7 @@ class Pager:
     ) -> Selection:
         """Decide a fault on the draft's state and add its events (none when nothing changes for a pager fault)."""
         events, sel = decide_fault(
-            self.home.store, draft.ns, draft.state, fault_id=fault_id, turn=turn, attempt=attempt, budget=budget,
+            DraftSource(self.home.store, draft), draft.ns, draft.state, fault_id=fault_id, turn=turn, attempt=attempt, budget=budget,
             tokenizer=tokenizer, candidates=found.candidates, explicit=explicit, policy=self.policy,
             query=query, source_kind=source, raise_event=raise_event,
         )
@@ -147,32 +148,59 @@ class Pager:
             import_copies(self.home.store, d.state, ns, ids, turn=turn, load=load, grants=grants).events))
 
     async def turn(self, req: TurnRequest) -> PackReply:
-        """Start the turn (with `begin`), page in for its query (attempt 0), then pack via the packer."""
+        """Start the turn (with `begin`), page in for its query (attempt 0), then pack via the packer.
+
+        The common case is one transaction: the search runs first, then the
+        turn's start and its page-in are decided together on one draft (the
+        message is excluded from the search either way: it is in the queue).
+        When the queue must be flushed or hand-off pointers paged in first,
+        the start is committed alone and the steps follow in order.
+        """
         ns = req.ns
         turn = req.turn
+        sel: Selection | None = None
+        summaries: tuple[str, ...] = ()
+        errors: tuple[str, ...] = ()
+        paged = False
         if req.begin is not None:
-            if req.begin.mode == "ask":
+            begin = req.begin
+            if begin.mode == "ask":
                 await self.home.require_namespace(ns)  # a question needs something to answer from
-            turn_no: list[int] = []
+            state = self.home.view(ns).state
+            found: SearchReply | None = None
+            if req.attempt == 0 and req.query and not state.import_resident:
+                found = await self._search(ns, req.query, req.budget)
+                errors = found.errors
 
-            def start(draft: Draft) -> None:
-                number, events = begin_turn(draft.state, ns, req.begin, budget=req.budget)  # type: ignore[arg-type]
-                turn_no.append(number)
+            def start(draft: Draft) -> tuple[int, Selection | None]:
+                number, events = begin_turn(draft.state, ns, begin, budget=req.budget)
                 draft.add(events)
+                if found is None:
+                    return number, None
+                source = DraftSource(self.home.store, draft)
+                pressure = queue_pressure(source, draft.state, ns, turn=number, budget=req.budget, tokenizer=req.tokenizer)
+                if pressure.flush:  # the flush goes first: what it frees may be paged in
+                    return number, None
+                draft.add(pressure.warn)
+                return number, self._fault_in(
+                    draft, found, fault_id=f"t{number}p", turn=number, attempt=0, budget=req.budget,
+                    tokenizer=req.tokenizer, query=req.query, explicit=query_refs(draft.state, req.query),
+                    source="pager", raise_event=True,
+                )
 
-            _out, result = await self.writer.commit(ns, start, key=f"begin:{req.begin.key}" if req.begin.key else None)
-            turn = turn_no[-1]
+            (turn, sel), result = await self.writer.commit(ns, start, key=f"begin:{begin.key}" if begin.key else None)
+            paged = sel is not None
             if result is not None and result.duplicate:  # a retried begin: the turn it started the first time
                 first = await self.home.log.read(ns, after=result.first_seq - 1, limit=result.last_seq - result.first_seq + 1)
                 turn = next(s.event.turn for s in first if isinstance(s.event, TurnStarted))
+                # Paged in by that same append, or (after a flush) still to do, under its own key.
+                sel = None
+                paged = any(isinstance(s.event, PageFaultRaised) for s in first)
         else:
             state = (await self.home.require_namespace(ns)).state
             if turn < 1 or turn > state.turn:
                 raise UsageError(f"turn {turn} of {ns} has not started (turns so far: 1..{state.turn}); begin a turn first")
-        sel: Selection | None = None
-        summaries: tuple[str, ...] = ()
-        errors: tuple[str, ...] = ()
-        if req.attempt == 0:
+        if req.attempt == 0 and not paged:
             pending = list(self.home.view(ns).state.import_resident)
             if pending:
                 await self._page_in_imports(ns, turn, pending, load=True)
@@ -189,7 +217,8 @@ class Pager:
                     )
 
                 sel, _result = await self.writer.commit(ns, page_in, key=f"fault:t{turn}p")
-                summaries = await self._compress(ns, f"evict:t{turn}p", evicted_pages(self.home.view(ns).state, sel.evict), turn)
+        if sel is not None:
+            summaries = await self._compress(ns, f"evict:t{turn}p", evicted_pages(self.home.view(ns).state, sel.evict), turn)
         packed = await self.call(
             ns, "packer", "pack",
             PackRequest(ns=ns, turn=turn, attempt=req.attempt, budget=req.budget, profile=req.profile,

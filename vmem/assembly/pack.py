@@ -9,7 +9,6 @@ a byte-identical prefix for providers' prompt caching.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from typing import Callable, Iterable, Mapping, Protocol, Sequence
 
@@ -167,18 +166,13 @@ class SectionItems(msgspec.Struct):
     left_out: list[LeftOut]
 
 
-@functools.lru_cache(maxsize=1 << 16)
-def _count_cached(count: Callable[[str], int], text: str) -> int:
-    return count(text)
-
-
 def block_item(inp: PackInput, bid: str, count: Callable[[str], int]) -> Item:
     """The item for a block: exact header tokens plus the cached count of its text."""
     b = inp.blocks[bid]
     text = render_block(b)
     body = inp.block_tokens.get(bid)
-    # Headers repeat turn after turn for resident blocks: count each once.
-    tokens = count(text) if body is None else body + _count_cached(count, text[: len(text) - len(b.text)]) + 1
+    # The body's count is the store's; the header's comes from the tokenizer's memo.
+    tokens = count(text) if body is None else body + count(text[: len(text) - len(b.text)]) + 1
     meta = inp.state.blocks.get(bid)
     return Item(bid, text, tokens, meta.born if meta else 0, integrity_group(inp.state, bid))
 

@@ -24,6 +24,11 @@ _TIKTOKEN_ENCODINGS: dict[str, str] = {
 }
 
 
+# The count memo: texts up to this long, this many of them (a few MB at most).
+MEMO_CHARS = 2048
+MEMO_ENTRIES = 16384
+
+
 @runtime_checkable
 class Tokenizer(Protocol):
     """What vmem needs from a tokenizer: exact counts and round-trippable ids."""
@@ -55,6 +60,10 @@ class TiktokenTokenizer:
         self._encoding_name = encoding_name
         self._encoding: tiktoken.Encoding | None = None
         self._numpy = False  # whether counting can use encode_to_numpy
+        # Counts of short texts seen lately: a page's sentences, headers and
+        # the fixed sections come back turn after turn, and a count is a pure
+        # function of the text.  Bounded; oldest entries go first.
+        self._memo: dict[str, int] = {}
 
     def __repr__(self) -> str:
         return f"TiktokenTokenizer(name={self.name!r})"
@@ -74,6 +83,21 @@ class TiktokenTokenizer:
 
     def count(self, text: str) -> int:
         """Exact number of tokens in `text` (special-token text counts as plain text)."""
+        memo = self._memo
+        n = memo.get(text)
+        if n is not None:
+            return n
+        n = self._count(text)
+        if len(text) <= MEMO_CHARS:
+            if len(memo) >= MEMO_ENTRIES:
+                try:
+                    del memo[next(iter(memo))]
+                except (KeyError, RuntimeError, StopIteration):
+                    pass  # another thread trimmed it first: the memo is a cache, any entry may go
+            memo[text] = n
+        return n
+
+    def _count(self, text: str) -> int:
         # No special tokens are allowed or disallowed: "<|endoftext|>" in user
         # text never raises and is counted as the plain text a chat API sees,
         # exactly as encode_ordinary does.
