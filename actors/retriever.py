@@ -11,7 +11,7 @@ batches by ``sync`` (after ingest, or when the tail grows), never per turn.
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import anyio
 import numpy as np
@@ -30,7 +30,7 @@ from vmem.retrieval.retrievers import (
 )
 from vmem.retrieval.vectors import VectorIndex
 from vmem.schemas.events import BlockWritten
-from vmem.schemas.messages import SearchReply, SearchRequest, SyncReply, SyncRequest
+from vmem.schemas.messages import SearchReply, SearchRequest, StoredEvent, SyncReply, SyncRequest
 from vmem.storage.home import Home
 from vmem.storage.view import checked_batches
 
@@ -60,6 +60,16 @@ class _Bm25:
         self.tail = TailIndex()
         self.tail_pos = index.through_seq
 
+    def follow(self, before: int, events: Sequence[StoredEvent], after: int) -> None:
+        """A namespace view's listener: index the blocks of events past the tail (see NamespaceView.watch)."""
+        if before > self.tail_pos or after <= self.tail_pos:
+            return  # a gap (read from the log at the next search) or nothing new
+        for stored in events:
+            ev = stored.event
+            if stored.seq > self.tail_pos and type(ev) is BlockWritten and ev.kind in INDEXED_KINDS:
+                self.tail.add(ev.block_id, searchable_text(ev))
+        self.tail_pos = after
+
     async def search(self, query: RetrievalQuery, ctx: RetrievalContext) -> list[tuple[str, float]]:
         want = query.limit * 2
         hits = self.index.search(query.text, want)
@@ -83,6 +93,21 @@ class _Vectors:
         self._tail_parts: list[np.ndarray] = []
         self._tail_matrix: np.ndarray | None = None
         self.tail_pos = index.through_seq
+        self.unembedded: list[tuple[str, str]] = []  # told of, embedded at the next search
+
+    def follow(self, before: int, events: Sequence[StoredEvent], after: int) -> None:
+        """A namespace view's listener: queue the blocks of events past the tail for embedding."""
+        if before > self.tail_pos or after <= self.tail_pos:
+            return
+        self.unembedded += [
+            (s.event.block_id, searchable_text(s.event)) for s in events
+            if s.seq > self.tail_pos and type(s.event) is BlockWritten and s.event.kind in INDEXED_KINDS
+        ]
+        self.tail_pos = after
+
+    async def embed_queued(self) -> None:
+        pairs, self.unembedded = self.unembedded, []
+        await self.extend_tail(pairs)
 
     async def extend_tail(self, pairs: list[tuple[str, str]]) -> None:
         ids, vecs = await embed_nonzero(self.embedder, pairs)
@@ -92,7 +117,7 @@ class _Vectors:
             self._tail_matrix = None
 
     def reset_tail(self) -> None:
-        self.tail_ids, self._tail_parts, self._tail_matrix = [], [], None
+        self.tail_ids, self._tail_parts, self._tail_matrix, self.unembedded = [], [], None, []
 
     @property
     def tail_vecs(self) -> np.ndarray:
@@ -162,6 +187,7 @@ class RetrieverActor:
             path = self.home.index_dir(ns) / f"bm25-{INDEX_FORMAT}"
             path.mkdir(parents=True, exist_ok=True)
             idx = self._bm25[ns] = _Bm25(Bm25Index.open(path))
+            self.home.view(ns).watch(idx.follow)
         return idx
 
     def _vector_index(self, ns: str) -> _Vectors:
@@ -171,10 +197,17 @@ class RetrieverActor:
             path = self.home.index_dir(ns) / f"vectors-{slug}-{INDEX_FORMAT}"
             index = VectorIndex.open(path, dim=self.embedder.dim, embedder_id=self.embedder.id, exact_limit=EXACT_VECTORS)
             vec = self._vectors[ns] = _Vectors(index, self.embedder)
+            self.home.view(ns).watch(vec.follow)
         return vec
 
     async def _follow_tail(self, ns: str, idx: _Bm25) -> None:
-        async for batch, covered in checked_batches(self.home.log, ns, after=idx.tail_pos, on_reject=_ignore):
+        """Bring the tail indexes up to the view: told of by the view as it folds, read here only after a gap."""
+        upto = self.home.view(ns).pos
+        if idx.tail_pos >= upto:
+            batches = _nothing()
+        else:
+            batches = checked_batches(self.home.log, ns, after=idx.tail_pos, until=upto, on_reject=_ignore)
+        async for batch, covered in batches:
             for stored in batch:
                 ev = stored.event
                 if type(ev) is BlockWritten and ev.kind in INDEXED_KINDS:
@@ -183,7 +216,10 @@ class RetrieverActor:
         if "vector" not in self.builtins:
             return
         vec = self._vector_index(ns)
-        async for batch, covered in checked_batches(self.home.log, ns, after=vec.tail_pos, on_reject=_ignore):
+        await vec.embed_queued()
+        if vec.tail_pos >= upto:
+            return
+        async for batch, covered in checked_batches(self.home.log, ns, after=vec.tail_pos, until=upto, on_reject=_ignore):
             await vec.extend_tail([
                 (s.event.block_id, searchable_text(s.event)) for s in batch
                 if type(s.event) is BlockWritten and s.event.kind in INDEXED_KINDS
@@ -282,6 +318,11 @@ class RetrieverActor:
             ]
         candidates = fuse(results, req.limit, self.policy)
         return SearchReply(candidates=tuple(candidates), index_seq=bm25.index.through_seq, errors=tuple(sorted(errors)))
+
+
+async def _nothing() -> AsyncIterator[tuple[list[StoredEvent], int]]:
+    return
+    yield
 
 
 def _ignore(_rejected: object) -> None:

@@ -31,6 +31,11 @@ SNAPSHOT_EVERY = 20000
 CATCH_UP_BATCH = 1024
 KEEP_REJECTED = 256
 
+# Told of the events a view folds: (the position before them, the events, the
+# position after them).  The positions matter, not the events' count: records
+# that fail their checks are skipped, so a batch can cover more than it holds.
+Listener = Callable[[int, Sequence[StoredEvent], int], None]
+
 
 async def checked_batches(
     log: Log,
@@ -125,6 +130,7 @@ class NamespaceView:
         self._snapshots = snapshots
         self.rejected: list[Rejected] = []
         self._lock: anyio.Lock | None = None
+        self._listeners: list[Listener] = []
         self._load()
 
     def _load(self) -> None:
@@ -141,6 +147,21 @@ class NamespaceView:
         if self._lock is None:
             self._lock = anyio.Lock()
         return self._lock
+
+    def watch(self, listener: Listener) -> None:
+        """Call `listener` with every batch of events this view folds from now on, committed ones only.
+
+        Both what it reads from the log and what a writer of this process
+        settled (without reading it back), so followers of the log (the
+        retriever's tail indexes) need not read it again.  After a
+        :meth:`reset` the view folds from an earlier position again: a
+        listener keeps its own position and skips what it has seen.
+        """
+        self._listeners.append(listener)
+
+    def _tell(self, before: int, events: Sequence[StoredEvent], after: int) -> None:
+        for listener in self._listeners:
+            listener(before, events, after)
 
     def _reject(self, rejected: Rejected) -> None:
         if not any(r.seq == rejected.seq for r in self.rejected):
@@ -160,7 +181,9 @@ class NamespaceView:
             if stored_through < covered:
                 blocks = [s.event for s in batch if type(s.event) is BlockWritten and s.seq > stored_through]
                 self._store.project(self.ns, blocks, covered)  # type: ignore[arg-type]
+            before = self.pos
             self._advanced(covered, len(batch))
+            self._tell(before, batch, covered)
         return self.pos
 
     def _advanced(self, pos: int, events: int) -> None:
@@ -174,7 +197,12 @@ class NamespaceView:
         """The events a :class:`Draft` folded were committed, ending at `last_seq`."""
         if self._store.position(self.ns) < last_seq:
             self._store.project(self.ns, [e for e in events if type(e) is BlockWritten], last_seq)  # type: ignore[misc]
+        before = self.pos
         self._advanced(last_seq, len(events))
+        if self._listeners:
+            # One append's records have consecutive sequences, ending at last_seq.
+            first = last_seq - len(events) + 1
+            self._tell(before, [StoredEvent(first + i, e) for i, e in enumerate(events)], last_seq)
 
     def reset(self) -> None:
         """Forget folded events that were not committed: start again from the newest snapshot."""
