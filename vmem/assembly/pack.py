@@ -166,13 +166,26 @@ class SectionItems(msgspec.Struct):
     left_out: list[LeftOut]
 
 
+# Rendered blocks and their counts, by (block id, counting function): a
+# block's id is the hash of everything its rendering reads (kind, role, text,
+# attributes), so the same id always renders to the same text.  Bounded.
+_RENDERED: dict[tuple[str, Callable[[str], int]], tuple[str, int]] = {}
+RENDERED_ENTRIES = 16384
+
+
 def block_item(inp: PackInput, bid: str, count: Callable[[str], int]) -> Item:
-    """The item for a block: exact header tokens plus the cached count of its text."""
-    b = inp.blocks[bid]
-    text = render_block(b)
-    body = inp.block_tokens.get(bid)
-    # The body's count is the store's; the header's comes from the tokenizer's memo.
-    tokens = count(text) if body is None else body + count(text[: len(text) - len(b.text)]) + 1
+    """The item for a block: its rendered text, counted exactly (header plus the store's count of its text)."""
+    key = (bid, count)
+    hit = _RENDERED.get(key)
+    if hit is None:
+        b = inp.blocks[bid]
+        text = render_block(b)
+        body = inp.block_tokens.get(bid)
+        tokens = count(text) if body is None else body + count(text[: len(text) - len(b.text)]) + 1
+        if len(_RENDERED) >= RENDERED_ENTRIES:
+            _RENDERED.clear()  # cheaper than tracking age; refilled within a turn or two
+        hit = _RENDERED[key] = (text, tokens)
+    text, tokens = hit
     meta = inp.state.blocks.get(bid)
     return Item(bid, text, tokens, meta.born if meta else 0, integrity_group(inp.state, bid))
 
