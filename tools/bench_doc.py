@@ -23,11 +23,12 @@ occurs more than once (a docstring changed: re-check the question rather than
 score it silently), or if its page is not under its module's heading.
 
 Measure, for each question and budget: vmem runs the real turn through the
-public API: a fresh namespace (so no earlier question's messages or pages
-take room), ``Vmem.ingest``, then ``Vmem.ask(ns, question, budget=B)`` with the
-default offline model.  Re-ingesting is the cheapest honest way to get a fresh
-namespace (about 0.3 s: the whole run takes about half a minute); each
-question's namespaces live in a home of their own, removed after it.  The question counts as resident when an answering page
+public API: ``Vmem.ask(ns, question, budget=B)`` with the default offline
+model, as turn 1 of a fresh namespace holding just the document (so no
+earlier question's messages or pages take room).  The document is ingested
+once (``Vmem.ingest``) into one namespace per budget of a template home; each
+question runs in a copy of that home, removed after it (a file copy, whatever
+the embedder: MiniLM takes minutes to embed the document).  The question counts as resident when an answering page
 is among the block ids of the Retrieved section of the PromptPacked trace of
 the turn's first attempt (``Vmem.traces``): what the model saw before any page
 fault of its own.  The trace's candidate list says why a missed page was left
@@ -50,7 +51,7 @@ Retrieved tokens and Retrieved pages of the first attempt; `cited`, how often
 the final answer (after the offline model's own page faults, up to 3) cites an
 answering page; `vmem_misses`; and with --verbose `per_question`.
 
-    tools/bench_doc.py [--budgets 512,1024,2048] [--questions FILE] [--verbose] [--json]
+    tools/bench_doc.py [--budgets 512,1024,2048] [--questions FILE] [--embedder hashing|minilm] [--verbose] [--json]
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ from _common import emit_json  # noqa: E402
 
 from vmem import Vmem  # noqa: E402
 from vmem.actors.retriever import INDEX_FORMAT  # noqa: E402
+from vmem.cli.common import make_embedder  # noqa: E402
 from vmem.assembly.ingest import DEFAULT_PAGE_TOKENS  # noqa: E402
 from vmem.assembly.tokens import Tokenizer, get_tokenizer  # noqa: E402
 from vmem.paging.decisions import SEARCH_LIMIT  # noqa: E402
@@ -230,11 +232,8 @@ def bm25_fill(index: Bm25Index, question: str, capacity: int, tokens: dict[str, 
     return ranked, chosen
 
 
-async def vmem_turn(vm: Vmem, ns: str, doc: Path, question: str, budget: int, pages: int) -> VmemTurn:
-    """Ingest the document into a fresh `ns`, ask `question` as its first turn, read the first attempt's trace."""
-    ingested = await vm.ingest(ns, doc)
-    if ingested.pages != pages:
-        raise SystemExit(f"bench_doc: ingest into {ns} gave {ingested.pages} pages, the template {pages}")
+async def vmem_turn(vm: Vmem, ns: str, question: str, budget: int) -> VmemTurn:
+    """Ask `question` as the first turn of `ns` (the document already ingested), read the first attempt's trace."""
     result = await vm.ask(ns, question, budget=budget)
     first: PromptPacked = next(t for _seq, t in await vm.traces(ns, result.turn) if t.attempt == 0)
     retrieved = next(s for s in first.sections if s.name == "Retrieved")
@@ -287,16 +286,26 @@ class Document(NamedTuple):
     bm25: dict[tuple[str, int], tuple[list[str], list[str]]]  # (question id, budget) -> (ranked, chosen)
 
 
-async def prepare(tmp: Path, modules: Sequence[str], questions: Sequence[Question], budgets: Sequence[int]) -> Document:
-    """Render and ingest the document, locate every answer, and run the BM25 baseline."""
+def budget_ns(budget: int) -> str:
+    return f"doc/b{budget}"
+
+
+async def prepare(
+    tmp: Path, modules: Sequence[str], questions: Sequence[Question], budgets: Sequence[int], embedder: object
+) -> Document:
+    """Render and ingest the document (a template home: one namespace per budget), locate every answer, run BM25."""
     tok = get_tokenizer("cl100k_base")
     text = render_document(modules)
     check_targets(text, modules, questions)
     path = tmp / DOC_NAME
     path.write_text(text, encoding="utf-8")
-    async with Vmem.open(tmp / "template", create=True) as vm:
+    async with Vmem.open(tmp / "template", create=True, embedder=embedder) as vm:
         await vm.ingest(TEMPLATE_NS, path)
         pages = await read_pages(vm, TEMPLATE_NS, tok)
+        for b in budgets:
+            ingested = await vm.ingest(budget_ns(b), path)
+            if ingested.pages != len(pages):
+                raise SystemExit(f"bench_doc: ingest into {budget_ns(b)} gave {ingested.pages} pages, the template {len(pages)}")
         flats = [flat(p.text) for p in pages]
         answers = {q.id: {p.block_id for p in answering_pages(pages, flats, q)} for q in questions}
         tokens = {p.block_id: p.tokens for p in pages}
@@ -308,16 +317,20 @@ async def prepare(tmp: Path, modules: Sequence[str], questions: Sequence[Questio
             }
         finally:
             index.close()
-    shutil.rmtree(tmp / "template")
     return Document(path, text, tok.count(text), pages, answers, bm25)
 
 
-async def ask_everywhere(home: Path, doc: Document, question: str, budgets: Sequence[int]) -> dict[int, VmemTurn]:
-    """The question as turn 1 of a fresh namespace per budget, in a home of its own (removed afterwards)."""
+async def ask_everywhere(tmp: Path, home: Path, question: str, budgets: Sequence[int], embedder: object) -> dict[int, VmemTurn]:
+    """The question as turn 1 of each budget's namespace, in a copy of the template home (removed afterwards).
+
+    A copy of the ingested home is a fresh namespace at the cost of a file
+    copy, whatever the embedder (MiniLM takes minutes to embed the document).
+    """
+    shutil.copytree(tmp / "template", home)
     turns: dict[int, VmemTurn] = {}
-    async with Vmem.open(home, create=True) as vm:
+    async with Vmem.open(home, embedder=embedder) as vm:
         for b in budgets:
-            turns[b] = await vmem_turn(vm, f"doc/b{b}", doc.path, question, b, len(doc.pages))
+            turns[b] = await vmem_turn(vm, budget_ns(b), question, b)
     shutil.rmtree(home)
     return turns
 
@@ -338,14 +351,15 @@ async def main_async(args: argparse.Namespace) -> dict:
     per_question: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="vmem-bench-doc-") as tmp_dir:
         tmp = Path(tmp_dir)
-        doc = await prepare(tmp, modules, questions, budgets)
+        embedder = make_embedder(args.embedder)
+        doc = await prepare(tmp, modules, questions, budgets, embedder)
         if not args.json:
             print(f"document: pydoc of {len(modules)} modules (Python {sys.version.split()[0]}), {doc.tokens} tokens, "
                   f"{len(doc.pages)} pages of <= {DEFAULT_PAGE_TOKENS} tokens; {len(questions)} questions, "
                   f"budgets {budgets}", flush=True)
         for i, q in enumerate(questions):
             answer_ids = doc.answers[q.id]
-            turns = await ask_everywhere(tmp / f"q{i:02d}", doc, q.question, budgets)
+            turns = await ask_everywhere(tmp, tmp / f"q{i:02d}", q.question, budgets, embedder)
             # A fresh namespace ranks the same whatever the budget: take the first budget's ranking.
             fused_ranks.append(rank_of([c.block_id for c in turns[budgets[0]].candidates], answer_ids))
             bm25_ranks.append(rank_of(doc.bm25[(q.id, budgets[0])][0], answer_ids))
@@ -376,6 +390,7 @@ async def main_async(args: argparse.Namespace) -> dict:
         "pages": len(doc.pages),
         "modules": modules,
         "seconds": round(time.perf_counter() - started, 1),
+        "embedder": args.embedder,
         "cited": {str(b): fraction(cited[b]) for b in budgets},
         "vmem_prompt": {str(b): {name: round(statistics.fmean(xs), 1) for name, xs in by_b.items()} for b, by_b in shape.items()},
         "answer_ranked_within": {
@@ -428,6 +443,7 @@ def main() -> None:
     p.add_argument("--budgets", default=",".join(map(str, BUDGETS)), type=lambda s: [int(x) for x in s.split(",")])
     p.add_argument("--questions", default=str(QUESTIONS), help=f"question file (default {QUESTIONS.name})")
     p.add_argument("--verbose", action="store_true", help="per-question detail (also in the JSON, as per_question)")
+    p.add_argument("--embedder", choices=("hashing", "minilm"), default="hashing", help="vmem's embedder")
     p.add_argument("--json", action="store_true", help="last line: one JSON object")
     args = p.parse_args()
     result = anyio.run(main_async, args)

@@ -66,10 +66,15 @@ def graph_neighbours(state: State, seeds: Sequence[tuple[str, float]], kinds: fr
 
     Edges followed both ways: a page's predecessor and successor (`follows`),
     a tool call and its result (`result_of`), a summary and its sources
-    (`summarizes`).
+    (`summarizes`).  A hit is its own neighbour: the boost goes to its
+    neighbourhood, hit included, so a page next to the best hit never
+    overtakes that hit on the strength of the hit alone.
     """
     best: dict[str, float] = {}
     for bid, score in seeds:
+        meta = state.blocks.get(bid)
+        if meta is not None and meta.kind in kinds and score > best.get(bid, 0.0):
+            best[bid] = score
         for _kind, other in [*state.edges.get(bid, ()), *state.edges_in.get(bid, ())]:
             meta = state.blocks.get(other)
             if meta is None or meta.kind not in kinds:
