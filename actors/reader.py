@@ -121,8 +121,13 @@ class Reader:
         return TracesReply(traces=tuple(out))
 
     async def prompt(self, req: PromptRequest) -> PromptReply:
-        """A turn's last prompt, packed again from the state just before its trace, checked against the trace."""
-        seq, trace = (await self.traces(TracesRequest(ns=req.ns, turn=req.turn))).traces[-1]
+        """A turn's prompt (its last attempt's, or `attempt`'s), packed again from the state just before its trace, checked against the trace."""
+        traces = (await self.traces(TracesRequest(ns=req.ns, turn=req.turn))).traces
+        chosen = [t for t in traces if req.attempt in (-1, t[1].attempt)]
+        if not chosen:
+            raise UsageError(f"turn {req.turn} of {req.ns} has no packed prompt for attempt {req.attempt}; "
+                             f"its attempts are {', '.join(str(t.attempt) for _s, t in traces) or 'none'}")
+        seq, trace = chosen[-1]
         state = await state_at(self.home, req.ns, seq - 1)
         packed = pack_state(self.home.store, req.ns, state, turn=trace.turn, attempt=trace.attempt, budget=trace.budget,
                             tokenizer=trace.tokenizer)

@@ -65,11 +65,18 @@ class TurnStarted(_Event, tag="turn_started"):
 
 
 class PageLoaded(_Event, tag="page_loaded"):
-    """A block became resident (L1) for a reason: fault, prefetch or pin."""
+    """A block became resident (L1) for a reason: fault, prefetch or pin.
+
+    `passage` is set when only part of the block is resident: the character
+    offsets [start, end) of the span of its text the prompt shows (a page
+    too large for what the budget had left).  (0, 0), the default, is the
+    whole block; loading a resident block again changes how it is shown.
+    """
 
     block_id: str
     turn: int
     reason: Literal["fault", "prefetch", "pin"] = "fault"
+    passage: tuple[int, int] = (0, 0)
 
 
 class PageUnpinned(_Event, tag="page_unpinned"):
@@ -114,7 +121,8 @@ class CandidateTrace(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
 class PageFaultResolved(_Event, tag="page_fault_resolved"):
     """The pager's answer to a fault: what it loaded and what it evicted.
 
-    `candidates`, `budget`, `policy` and `tokenizer` are the inputs of the
+    `candidates`, `budget`, `policy`, `tokenizer` and `query` (whose terms
+    choose the passage of a page shown in part) are the inputs of the
     decision, so replay can re-run it (re-decide) from the state before it.
     """
 
@@ -129,6 +137,7 @@ class PageFaultResolved(_Event, tag="page_fault_resolved"):
     policy: str = ""
     tokenizer: str = ""
     attempt: int = 0
+    query: str = ""
 
 
 class SummaryCommitted(_Event, tag="summary_committed"):

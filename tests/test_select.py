@@ -88,9 +88,14 @@ def worlds(draw):
 
 def _apply(inp: PackInput, sel) -> PackInput:
     events = [ev.PageEvicted(ns=NS, block_id=b, turn=2) for b in sel.evict]
-    events += [ev.PageLoaded(ns=NS, block_id=b, turn=2) for b in sel.load]
+    events += [ev.PageLoaded(ns=NS, block_id=b, turn=2, passage=sel.passages.get(b, (0, 0))) for b in sel.load]
     state = fold(events, State.__new__(State) if False else _copy(inp.state))
     return PackInput(state=state, blocks=inp.blocks, block_tokens=inp.block_tokens, turn=2, attempt=0, budget=inp.budget)
+
+
+def _query(inp: PackInput) -> str:
+    """The turn's question (the newest message): what passages are chosen by."""
+    return inp.blocks[inp.state.messages[-1]].text
 
 
 def _copy(state: State) -> State:
@@ -107,7 +112,7 @@ SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[Healt
 def test_what_the_pager_keeps_the_packer_fits_and_never_over_budget(world, table, policy):
     inp, cands = world
     try:
-        sel = select_resident(inp, cands, TOK.count, policy=policy, table=table)
+        sel = select_resident(inp, cands, TOK.count, policy=policy, table=table, query=_query(inp))
         packed = pack(_apply(inp, sel), TOK, table)
     except BudgetError:
         return
@@ -121,7 +126,7 @@ def test_what_the_pager_keeps_the_packer_fits_and_never_over_budget(world, table
 def test_tool_calls_and_results_are_never_split(world, policy):
     inp, cands = world
     try:
-        sel = select_resident(inp, cands, TOK.count, policy=policy)
+        sel = select_resident(inp, cands, TOK.count, policy=policy, query=_query(inp))
         packed = pack(_apply(inp, sel), TOK)
     except BudgetError:
         return
@@ -151,10 +156,10 @@ def test_a_summary_and_its_sources_are_never_both_resident(world, policy):
 def test_the_same_state_selects_the_same_blocks(world, policy):
     inp, cands = world
     try:
-        a = select_resident(inp, cands, TOK.count, policy=policy)
+        a = select_resident(inp, cands, TOK.count, policy=policy, query=_query(inp))
     except BudgetError:
         return
-    b = select_resident(_copy_input(inp), list(reversed(cands))[::-1], TOK.count, policy=policy)
+    b = select_resident(_copy_input(inp), list(reversed(cands))[::-1], TOK.count, policy=policy, query=_query(inp))
     assert a == b
 
 

@@ -30,8 +30,12 @@ once (``Vmem.ingest``) into one namespace per budget of a template home; each
 question runs in a copy of that home, removed after it (a file copy, whatever
 the embedder: MiniLM takes minutes to embed the document).  The question counts as resident when an answering page
 is among the block ids of the Retrieved section of the PromptPacked trace of
-the turn's first attempt (``Vmem.traces``): what the model saw before any page
-fault of its own.  The trace's candidate list says why a missed page was left
+the turn's first attempt (``Vmem.traces``), whole, or as a passage (a span of
+the page, when the whole page did not fit) whose text holds the target
+sentence: what the model saw before any page fault of its own.  The text is
+checked in that attempt's exact prompt, re-rendered from the log
+(``Vmem.prompt``); the run stops if it does not re-render to the SHA-256 its
+trace recorded.  The trace's candidate list says why a missed page was left
 out (ranked but over budget, or not retrieved at all).
 
 Baseline, BM25 alone: the same pages ranked by a bare tantivy BM25
@@ -77,9 +81,9 @@ from _common import emit_json  # noqa: E402
 
 from vmem import Vmem  # noqa: E402
 from vmem.actors.retriever import INDEX_FORMAT  # noqa: E402
-from vmem.cli.common import make_embedder  # noqa: E402
 from vmem.assembly.ingest import DEFAULT_PAGE_TOKENS  # noqa: E402
 from vmem.assembly.tokens import Tokenizer, get_tokenizer  # noqa: E402
+from vmem.cli.common import make_embedder  # noqa: E402
 from vmem.paging.decisions import SEARCH_LIMIT  # noqa: E402
 from vmem.retrieval.bm25 import Bm25Index  # noqa: E402
 from vmem.schemas.events import CandidateTrace, PromptPacked  # noqa: E402
@@ -128,6 +132,7 @@ class VmemTurn(NamedTuple):
     candidates: tuple[CandidateTrace, ...]
     retriever_errors: tuple[str, ...]
     cited: tuple[str, ...]  # of the final answer, after the model's own faults
+    prompt: str  # the first attempt's prompt, re-rendered from the log (checked against its trace)
 
 
 class Outcome(NamedTuple):
@@ -237,10 +242,14 @@ async def vmem_turn(vm: Vmem, ns: str, question: str, budget: int) -> VmemTurn:
     result = await vm.ask(ns, question, budget=budget)
     first: PromptPacked = next(t for _seq, t in await vm.traces(ns, result.turn) if t.attempt == 0)
     retrieved = next(s for s in first.sections if s.name == "Retrieved")
+    shown = await vm.prompt(ns, result.turn, first.attempt)
+    if not shown.equal:
+        raise SystemExit(f"bench_doc: the prompt of {ns} turn {result.turn} re-renders to sha256 {shown.sha256}, "
+                         f"its trace says {shown.recorded_sha256}")
     return VmemTurn(
         resident=retrieved.blocks, retrieved_tokens=retrieved.tokens, retrieved_budget=retrieved.budget,
         prompt_tokens=first.prompt_tokens, candidates=first.candidates, retriever_errors=first.retriever_errors,
-        cited=result.cited,
+        cited=result.cited, prompt=shown.prompt,
     )
 
 
@@ -253,11 +262,18 @@ def rank_of(order: Sequence[str], answer_ids: set[str]) -> int | None:
     return next((i for i, b in enumerate(order, start=1) if b in answer_ids), None)
 
 
-def vmem_outcome(turn: VmemTurn, answer_ids: set[str]) -> Outcome:
+def vmem_outcome(turn: VmemTurn, answer_ids: set[str], target: str, page_texts: dict[str, str]) -> Outcome:
+    """Resident: an answering page is in Retrieved, whole, or as a passage that holds the target sentence."""
     room = f"Retrieved {len(turn.resident)} page(s), {turn.retrieved_tokens}/{turn.retrieved_budget} tok"
     rank = rank_of([c.block_id for c in turn.candidates], answer_ids)
-    if answer_ids & set(turn.resident):
-        return Outcome(True, f"fused rank {rank}; {room}")
+    shown = answer_ids & set(turn.resident)
+    if shown:
+        prompt = flat(turn.prompt)
+        if any(flat(page_texts[b]) in prompt for b in shown):
+            return Outcome(True, f"fused rank {rank}; {room}")
+        if target in prompt:
+            return Outcome(True, f"fused rank {rank}, as a passage; {room}")
+        return Outcome(False, f"fused rank {rank}, as a passage without the answer; {room}")
     if rank is None:
         return Outcome(False, f"not retrieved (not among the {len(turn.candidates)} candidates); {room}")
     c = turn.candidates[rank - 1]
@@ -357,6 +373,7 @@ async def main_async(args: argparse.Namespace) -> dict:
             print(f"document: pydoc of {len(modules)} modules (Python {sys.version.split()[0]}), {doc.tokens} tokens, "
                   f"{len(doc.pages)} pages of <= {DEFAULT_PAGE_TOKENS} tokens; {len(questions)} questions, "
                   f"budgets {budgets}", flush=True)
+        page_texts = {p.block_id: p.text for p in doc.pages}
         for i, q in enumerate(questions):
             answer_ids = doc.answers[q.id]
             turns = await ask_everywhere(tmp, tmp / f"q{i:02d}", q.question, budgets, embedder)
@@ -366,7 +383,7 @@ async def main_async(args: argparse.Namespace) -> dict:
             pages = sorted(p.number for p in doc.pages if p.block_id in answer_ids)
             row: dict = {"id": q.id, "module": q.module, "pages": pages, "vmem": {}, "bm25": {}}
             for b in budgets:
-                v = vmem_outcome(turns[b], answer_ids)
+                v = vmem_outcome(turns[b], answer_ids, q.target, page_texts)
                 r = bm25_outcome(*doc.bm25[(q.id, b)], answer_ids)
                 hits["vmem"][b].append(v.hit)
                 hits["bm25"][b].append(r.hit)

@@ -54,10 +54,11 @@ class TracesReply(Msg, tag="traces_reply", kw_only=True):
 
 
 class PromptRequest(Msg, tag="prompt", kw_only=True):
-    """The exact prompt of a turn's last attempt, re-rendered from the log."""
+    """The exact prompt of one attempt of a turn (by default its last), re-rendered from the log."""
 
     ns: Ns
     turn: TurnNo
+    attempt: Annotated[int, msgspec.Meta(ge=-1, le=1_000)] = -1  # -1: the last
 
 
 class PromptReply(Msg, tag="prompt_reply", kw_only=True):

@@ -84,9 +84,10 @@ class Fill(msgspec.Struct):
     chosen: dict[str, list[Item]]
     allotted: dict[str, int]
     left_out: list[LeftOut]
+    unused: int = 0  # of the budget, after both passes: what no waiting unit fitted
 
 
-def _units(items: Sequence[Item]) -> list[list[Item]]:
+def item_units(items: Sequence[Item]) -> list[list[Item]]:
     """Items as take-or-leave units: an integrity group becomes one unit, at its first member."""
     units: list[list[Item]] = []
     by_group: dict[str, list[Item]] = {}
@@ -169,7 +170,7 @@ def fill(
         spent = header
         taken: list[Item] = []
         left_units: list[list[Item]] = []
-        for i, unit in enumerate(_units(items)):
+        for i, unit in enumerate(item_units(items)):
             cost = sum(it.tokens for it in unit)
             must = spec.mandatory or (spec.name == "Recent" and i == 0)
             if left_units and spec.contiguous:
@@ -214,4 +215,4 @@ def fill(
         for unit in waiting.get(name, [])
         for it in unit
     ]
-    return Fill(chosen, allotted, left)
+    return Fill(chosen, allotted, left, remaining)

@@ -22,7 +22,7 @@ from vmem.assembly.budget import (
     section_footer,
     section_header,
 )
-from vmem.assembly.render import chat_message, render_block
+from vmem.assembly.render import chat_message, render_block, render_passage
 from vmem.assembly.tokens import Tokenizer, get_tokenizer
 from vmem.errors import BudgetError
 from vmem.schemas.events import (
@@ -173,15 +173,22 @@ _RENDERED: dict[tuple[str, Callable[[str], int]], tuple[str, int]] = {}
 RENDERED_ENTRIES = 16384
 
 
-def block_item(inp: PackInput, bid: str, count: Callable[[str], int]) -> Item:
-    """The item for a block: its rendered text, counted exactly (header plus the store's count of its text)."""
-    key = (bid, count)
+def block_item(inp: PackInput, bid: str, count: Callable[[str], int], passage: tuple[int, int] | None = None) -> Item:
+    """The item for a block (or a passage of it): its rendered text, counted exactly.
+
+    A whole block's count is the store's count of its text plus its header's.
+    """
+    key = (bid, count) if passage is None else (f"{bid}:{passage[0]}:{passage[1]}", count)
     hit = _RENDERED.get(key)
     if hit is None:
         b = inp.blocks[bid]
-        text = render_block(b)
         body = inp.block_tokens.get(bid)
-        tokens = count(text) if body is None else body + count(text[: len(text) - len(b.text)]) + 1
+        if passage is not None:
+            text = render_passage(b, *passage)
+            tokens = count(text) + 1
+        else:
+            text = render_block(b)
+            tokens = count(text) if body is None else body + count(text[: len(text) - len(b.text)]) + 1
         if len(_RENDERED) >= RENDERED_ENTRIES:
             _RENDERED.clear()  # cheaper than tracking age; refilled within a turn or two
         hit = _RENDERED[key] = (text, tokens)
@@ -223,6 +230,7 @@ def section_items(
         if s.conversation_summary in blocks:
             recent_ids.append(s.conversation_summary)
     in_recent = set(recent_ids)
+    resident_view = retrieved is None  # shown as the state has them, passages included
     if retrieved is None:
         retrieved = sorted((b for b in s.resident if b not in pinned), key=lambda b: (s.blocks[b].born, b))
     chosen_retrieved = []
@@ -254,7 +262,7 @@ def section_items(
             "Tools": [gen("Tools", TOOLS_TEXT)],
             "State": [gen("State", _slots_text(s))] if s.slot_order else [],
             "Plan": [gen("Plan", _plan_text(s, inp.turn, inp.attempt))] if _has_plan(s, inp.turn, inp.attempt) else [],
-            "Retrieved": [block_item(inp, b, count) for b in chosen_retrieved],
+            "Retrieved": [block_item(inp, b, count, s.passages.get(b) if resident_view else None) for b in chosen_retrieved],
             "Recent": [block_item(inp, b, count) for b in recent_ids],
             "Background": background,
         },

@@ -40,6 +40,18 @@ def render_block(b: BlockWritten) -> str:
     return f"[{short_id(b.block_id)}] {b.text}" if b.kind == "fact" else b.text
 
 
+def render_passage(b: BlockWritten, start: int, end: int) -> str:
+    """How a passage of a page appears: its header marked as an excerpt, the span, and where it was cut.
+
+    Offsets outside the text are clipped (a log from elsewhere may hold any).
+    """
+    start = max(0, min(start, len(b.text)))
+    end = max(start, min(end, len(b.text)))
+    head, _sep, _body = render_block(msgspec.structs.replace(b, text="")).partition("\n")
+    text = b.text[start:end].strip()
+    return f"{head}, excerpt\n{'… ' if start > 0 else ''}{text}{' …' if end < len(b.text) else ''}"
+
+
 def searchable_text(b: BlockWritten) -> str:
     """What retrieval indexes of a block: what the model reads of it, but the block id no question names.
 

@@ -19,7 +19,9 @@ from vmem.service.vmem import Vmem
 async def cmd_trace_show(vm: Vmem, args: argparse.Namespace) -> int:
     ns = await default_ns(vm, args.ns)
     if args.prompt:
-        p = await vm.prompt(ns, args.turn)
+        if args.attempt is not None and args.attempt < 1:
+            raise UsageError(f"--attempt counts from 1 (the turn's first prompt), not {args.attempt}")
+        p = await vm.prompt(ns, args.turn, -1 if args.attempt is None else args.attempt - 1)
         if args.json:
             out(p)
         else:
@@ -140,6 +142,8 @@ def add_inspect_commands(sub: Any, parents: Parents) -> None:
     t.add_argument("--prompt", action="store_true",
                    help="print the exact prompt of the turn's last attempt, re-rendered from the log and checked "
                         "against its recorded sha256 (exit 1 if it differs)")
+    t.add_argument("--attempt", type=int, metavar="N",
+                   help="with --prompt: the turn's N-th prompt (1 = before any page fault of the model) instead of its last")
     t.set_defaults(run=cmd_trace_show)
     t = tsub.add_parser("diff", parents=[common, ns_opt], help="what entered and left between two turns",
                         description="Compare the last prompt traces of two turns: blocks that entered, that left (and why), and section sizes.")

@@ -143,9 +143,10 @@ class ReadCalls(ActorCalls):
         return await self._call(ns, "reader", "replay", ReplayRequest(ns=ns, until=until, verify=verify), ReplayReport,
                                 timeout=LONG_TIMEOUT)
 
-    async def prompt(self, ns: str, turn: int) -> PromptReply:
-        """The exact prompt of `turn`'s last attempt, re-rendered from the log and checked against its trace's SHA-256."""
-        return await self._call(ns, "reader", "prompt", PromptRequest(ns=ns, turn=turn), PromptReply, timeout=LONG_TIMEOUT)
+    async def prompt(self, ns: str, turn: int, attempt: int = -1) -> PromptReply:
+        """The exact prompt of `turn`'s last attempt (or of `attempt`), re-rendered from the log and checked against its trace's SHA-256."""
+        return await self._call(ns, "reader", "prompt", PromptRequest(ns=ns, turn=turn, attempt=attempt), PromptReply,
+                                timeout=LONG_TIMEOUT)
 
     async def namespaces(self, tenant: str) -> list[str]:
         """The namespaces of `tenant` that hold events."""

@@ -148,17 +148,18 @@ def decide_fault(
         source, ns, state, [c.block_id for c in candidates] + list(explicit),
         turn=turn, attempt=attempt, budget=budget, tokenizer=tokenizer,
     )
-    sel = select_resident(inp, candidates, get_tokenizer(tokenizer).count, explicit=explicit, policy=policy)
+    sel = select_resident(inp, candidates, get_tokenizer(tokenizer).count, explicit=explicit, policy=policy, query=query)
     events: list[Event] = []
     if raise_event:
         events.append(PageFaultRaised(ns=ns, fault_id=fault_id, turn=turn, query=query, block_ids=explicit,
                                       source=source_kind))  # type: ignore[arg-type]
     events += [PageEvicted(ns=ns, block_id=b, turn=turn, reason=policy) for b in sel.evict]
-    events += [PageLoaded(ns=ns, block_id=b, turn=turn, reason="fault") for b in sel.load]
+    events += [PageLoaded(ns=ns, block_id=b, turn=turn, reason="fault", passage=sel.passages.get(b, (0, 0)))
+               for b in sel.load]
     events.append(
         PageFaultResolved(
             ns=ns, fault_id=fault_id, turn=turn, loaded=sel.load, evicted=sel.evict, candidates=sel.trace,
-            explicit=explicit, budget=budget, policy=policy, tokenizer=tokenizer, attempt=attempt,
+            explicit=explicit, budget=budget, policy=policy, tokenizer=tokenizer, attempt=attempt, query=query,
         )
     )
     return events, sel

@@ -7,6 +7,7 @@ from vmem.paging.decisions import decide_fault
 from vmem.schemas.events import PageFaultResolved, PromptPacked
 from vmem.schemas.messages import Candidate
 from vmem.state.fold import State
+from vmem.storage.replay import Decided
 
 
 class PagerChecks:
@@ -20,13 +21,13 @@ class PagerChecks:
                             tokenizer=trace.tokenizer)
         return packed.sha256
 
-    def decide(self, ns: str, state: State, resolved: PageFaultResolved) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    def decide(self, ns: str, state: State, resolved: PageFaultResolved) -> Decided:
         # The candidates and scores the decision recorded: retrieval reads indexes that
         # have grown since, so its results are recorded, not recomputed.
         candidates = tuple(Candidate(c.block_id, c.fused, c.scores) for c in resolved.candidates if c.scores or c.fused)
         _events, sel = decide_fault(
             self.source, ns, state, fault_id=resolved.fault_id, turn=resolved.turn, attempt=resolved.attempt,
             budget=resolved.budget, tokenizer=resolved.tokenizer, candidates=candidates, explicit=resolved.explicit,
-            policy=resolved.policy, query="", source_kind="pager", raise_event=False,  # type: ignore[arg-type]
+            policy=resolved.policy, query=resolved.query, source_kind="pager", raise_event=False,  # type: ignore[arg-type]
         )
-        return sel.load, sel.evict
+        return Decided(sel.load, sel.evict, sel.passages)

@@ -21,8 +21,10 @@ from typing import Callable, Literal, Sequence
 
 import msgspec
 
-from vmem.assembly.budget import DEFAULT_TABLE, SectionSpec, fill
-from vmem.assembly.pack import PackInput, section_items, tool_partner
+from vmem.assembly.budget import DEFAULT_TABLE, Item, SectionSpec, fill, item_units, section_overhead
+from vmem.assembly.pack import PackInput, block_item, section_items, tool_partner
+from vmem.paging.passages import MIN_PASSAGE_TOKENS, best_passage
+from vmem.retrieval.bm25 import query_terms
 from vmem.schemas.events import CandidateTrace
 from vmem.schemas.messages import Candidate
 
@@ -32,9 +34,16 @@ EXPLICIT_SCORE = 1e9
 
 class Selection(msgspec.Struct, frozen=True):
     keep: tuple[str, ...]
-    load: tuple[str, ...]
+    load: tuple[str, ...]  # not resident, or resident but shown differently (whole or which passage)
     evict: tuple[str, ...]
     trace: tuple[CandidateTrace, ...]
+    passages: dict[str, tuple[int, int]] = {}  # kept blocks shown as a passage: character offsets
+
+
+# Pages ranked this high that did not fit whole may be shown as a passage.
+PASSAGE_RANKS = 4
+# The room one passage should have: a few sentences around the query's words.
+PASSAGE_TOKENS = 150
 
 
 def preference(
@@ -95,8 +104,16 @@ def select_resident(
     explicit: Sequence[str] = (),
     policy: Policy = "score",
     table: Sequence[SectionSpec] = DEFAULT_TABLE,
+    query: str = "",
 ) -> Selection:
-    """Decide the resident set for `inp.state` given this turn's candidates."""
+    """Decide the resident set for `inp.state` given this turn's candidates.
+
+    Whole blocks first, as the section table shares the budget out; then
+    Retrieved is taken again in rank order with passages: a top-ranked page
+    that does not fit whole is shown as its best passage for the terms of
+    `query` (see :mod:`vmem.paging.passages`) rather than skipped for
+    lower-ranked pages.
+    """
     s = inp.state
     order, score = preference(inp, candidates, explicit, policy)
     order, blocked = _integrity(inp, order)
@@ -108,6 +125,17 @@ def select_resident(
     for lo in items.left_out + result.left_out:
         if lo.section == "Retrieved":
             reasons.setdefault(lo.block_id, lo.reason)
+    retrieved = result.chosen.get("Retrieved", [])
+    room = sum(i.tokens for i in retrieved) + result.unused - (0 if retrieved else section_overhead("Retrieved", count))
+    offered = items.by_section.get("Retrieved", [])
+    chosen, passages = _with_passages(inp, offered, score, room, query, count)
+    if passages:
+        keep = tuple(chosen)
+        kept = set(keep)
+        for b in kept:
+            reasons.pop(b, None)
+        for b in passages:
+            reasons[b] = "passage"
     by_id = {c.block_id: c for c in candidates}
     trace = []
     for b in sorted(set(score) | set(blocked) | set(reasons), key=lambda b: (-score.get(b, 0.0), b)):
@@ -118,11 +146,64 @@ def select_resident(
                 fused=round(score.get(b, 0.0), 6),
                 scores=dict(c.scores) if c is not None else {},
                 chosen=b in kept,
-                reason="" if b in kept else reasons.get(b, "budget"),
+                reason=reasons.get(b, "budget") if b not in kept or b in passages else "",
             )
         )
     pinned = set(s.pinned)
-    load = tuple(b for b in keep if b not in s.resident)
+    load = tuple(b for b in keep if b not in s.resident or passages.get(b) != s.passages.get(b))
     evict = tuple(sorted((b for b in s.resident if b not in pinned and b not in kept), key=lambda b: (s.resident[b], b)))
-    return Selection(keep=keep, load=load, evict=evict, trace=tuple(trace))
+    return Selection(keep=keep, load=load, evict=evict, trace=tuple(trace), passages=passages)
 
+
+def _with_passages(
+    inp: PackInput, offered: Sequence[Item], score: dict[str, float], room: int, query: str, count: Callable[[str], int],
+) -> tuple[list[str], dict[str, tuple[int, int]]]:
+    """Retrieved again, in rank order, showing a passage of a top-ranked page that does not fit whole.
+
+    Whole units are taken while they fit `room` (the tokens Retrieved used
+    plus what the budget left unused); a page among the PASSAGE_RANKS best
+    that does not fit is shown as its best passage instead of being skipped
+    for lower-ranked pages.  A passage may take half of what is left while
+    another such page waits, so two good pages are shown in part rather than
+    one alone.  Returns the blocks kept, in order, and the passages among
+    them; no passages means the first fill stands.
+    """
+    if room < MIN_PASSAGE_TOKENS or not query:
+        return [], {}
+    units = item_units(offered)
+    top = {u[0].id for u in units[:PASSAGE_RANKS] if len(u) == 1 and score.get(u[0].id, 0.0) > 0
+           and u[0].id in inp.blocks and inp.blocks[u[0].id].kind == "page"}
+    wanted = query_terms(query)
+    chosen: list[str] = []
+    passages: dict[str, tuple[int, int]] = {}
+    # How many of the top pages the room should show: at least one, and one
+    # per PASSAGE_TOKENS of room.  A top page is taken whole only if that
+    # leaves a passage's worth for each of the others still to show.
+    aim = min(len(top), max(1, room // PASSAGE_TOKENS))
+    shown = 0
+    for unit in units:
+        cost = sum(i.tokens for i in unit)
+        b = unit[0].id
+        if b not in top:
+            if cost <= room:
+                chosen += [i.id for i in unit]
+                room -= cost
+            continue
+        later = max(0, aim - shown - 1)
+        if cost <= room - later * PASSAGE_TOKENS:
+            chosen.append(b)
+            room -= cost
+            shown += 1
+            continue
+        if room < MIN_PASSAGE_TOKENS:
+            continue
+        span = best_passage(inp.blocks[b], wanted, room // (later + 1) - 1, count)
+        if span is None:
+            continue
+        cost = block_item(inp, b, count, span).tokens
+        if cost <= room:
+            chosen.append(b)
+            passages[b] = span
+            room -= cost
+            shown += 1
+    return chosen, passages

@@ -107,10 +107,13 @@ def terms(text: str) -> list[str]:
     return _analyzer().analyze(_rust_safe(text))
 
 
-def _query_terms(query: str) -> list[str]:
-    # Each distinct term counts once, in a fixed order, so scores do not depend
-    # on how often or in which order the user typed a word.  Stop words are
-    # dropped, unless the query has nothing else ("who are you?").
+def query_terms(query: str) -> list[str]:
+    """The distinct terms a query searches for, sorted: stemmed, stop words dropped unless nothing else is left.
+
+    Each distinct term counts once, in a fixed order, so scores do not depend
+    on how often or in which order the user typed a word ("who are you?"
+    keeps its stop words: they are all it has).
+    """
     return sorted(set(_query_analyzer().analyze(_rust_safe(query)))) or sorted(set(terms(query)))
 
 
@@ -165,7 +168,7 @@ class TailIndex:
         self._total -= self._lengths.pop(block_id)
 
     def rank(self, query: str, limit: int) -> list[tuple[str, float]]:
-        qterms = _query_terms(query)
+        qterms = query_terms(query)
         n_docs = len(self._lengths)
         if limit < 1 or not qterms or not n_docs:
             return []
@@ -362,7 +365,7 @@ class Bm25Index:
         block id ascending, also across the `limit` cut-off.  ``[]`` for a
         query without terms or `limit` < 1.
         """
-        qterms = _query_terms(query)
+        qterms = query_terms(query)
         if limit < 1 or not qterms:
             return []
         searcher = self._index.searcher()

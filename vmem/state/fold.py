@@ -51,6 +51,9 @@ class State(msgspec.Struct, kw_only=True):
     # evicted but kept ready (value: clock of eviction).  Every other block is
     # L3 swap: indexed and reloadable by id.
     resident: dict[str, int] = {}
+    # Resident blocks shown as a passage: block id -> (start, end) character
+    # offsets into its text.  The whole block is one fault away.
+    passages: dict[str, tuple[int, int]] = {}
     hot: dict[str, int] = {}
     pinned: list[str] = []
     # Conversation blocks (messages, tool calls and results) in log order.
@@ -146,6 +149,11 @@ def _page_loaded(s: State, e: ev.PageLoaded) -> None:
         s.import_resident.remove(e.block_id)
     s.hot.pop(e.block_id, None)
     s.resident[e.block_id] = s.clock
+    start, end = e.passage
+    if 0 <= start < end:
+        s.passages[e.block_id] = (start, end)
+    else:
+        s.passages.pop(e.block_id, None)
     if e.reason == "pin" and e.block_id not in s.pinned:
         s.pinned.append(e.block_id)
     _bump(s, "loads")
@@ -158,6 +166,7 @@ def _page_unpinned(s: State, e: ev.PageUnpinned) -> None:
 
 def _page_evicted(s: State, e: ev.PageEvicted) -> None:
     if s.resident.pop(e.block_id, None) is not None:
+        s.passages.pop(e.block_id, None)
         s.hot[e.block_id] = s.clock
         _bump(s, "evictions")
 

@@ -17,7 +17,7 @@ are skipped here too (and counted), so replay and the live view agree.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from vmem.schemas.events import (
     PageEvicted,
@@ -36,6 +36,14 @@ from vmem.storage.view import checked_batches
 _PAGE_EVENTS = (PageFaultRaised, PageEvicted, PageLoaded)
 
 
+class Decided(NamedTuple):
+    """A page fault's outcome: loaded, evicted, and which loaded blocks are shown as a passage (offsets)."""
+
+    loaded: tuple[str, ...]
+    evicted: tuple[str, ...]
+    passages: dict[str, tuple[int, int]]
+
+
 class Checks(Protocol):
     """The decisions replay runs again: the packer's rendering and the pager's selection."""
 
@@ -43,8 +51,8 @@ class Checks(Protocol):
         """The SHA-256 of the prompt `state` packs to, with the trace's turn, attempt, budget and tokenizer."""
         ...
 
-    def decide(self, ns: str, state: State, resolved: PageFaultResolved) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """(loaded, evicted) that the pager decides on `state` from the candidates `resolved` recorded."""
+    def decide(self, ns: str, state: State, resolved: PageFaultResolved) -> Decided:
+        """What the pager decides on `state` from the inputs `resolved` recorded."""
         ...
 
 
@@ -70,12 +78,16 @@ async def replay(home: Home, ns: str, *, until: int | None = None, checks: Check
         events, last = await fold_log(home.log, ns, state, until=until, rejected=rejected)
     else:
         before_run: State | None = None  # the state before the current run of page events
+        passages: dict[str, tuple[int, int]] = {}  # the passages that run loaded
         async for batch, covered in checked_batches(home.log, ns, until=until, batch=8192, on_reject=rejected.append):
             for stored in batch:
                 ev = stored.event
                 if type(ev) in _PAGE_EVENTS:
                     if before_run is None:
                         before_run = decode_snapshot(encode_snapshot(state))
+                        passages = {}
+                    if type(ev) is PageLoaded and ev.passage != (0, 0):
+                        passages[ev.block_id] = ev.passage
                 elif type(ev) is not PageFaultResolved:
                     before_run = None
                 if type(ev) is PageFaultResolved and ev.policy:
@@ -83,7 +95,7 @@ async def replay(home: Home, ns: str, *, until: int | None = None, checks: Check
                     base = before_run if before_run is not None else state
                     decided += 1
                     assert checks is not None
-                    if checks.decide(ns, base, ev) == (ev.loaded, ev.evicted):
+                    if checks.decide(ns, base, ev) == (ev.loaded, ev.evicted, passages if before_run is not None else {}):
                         same += 1
                     elif not differ:
                         differ = stored.seq
