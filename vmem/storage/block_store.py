@@ -15,6 +15,11 @@ _canonical = msgspec.msgpack.Encoder(order="deterministic")
 _block_decoder = msgspec.msgpack.Decoder(BlockWritten)
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
+# Decoded blocks and counts kept in memory, by key: a block never changes
+# (its id is its content's hash), so an entry is never stale.  Pages are read
+# turn after turn (resident ones, candidates); decoding them each time was a
+# tenth of a turn.  Bounded: emptied when full, refilled by the next reads.
+CACHE_ENTRIES = 8192
 
 
 class Counter(Protocol):
@@ -39,6 +44,8 @@ class BlockStore:
         self._blocks = env.db("blocks")
         self._tokens = env.db("tokens")
         self._pos = env.db("store_pos")
+        self._block_cache: dict[tuple[str, str], BlockWritten] = {}
+        self._count_cache: dict[bytes, int] = {}
 
     @staticmethod
     def _key(ns: str, bid: str) -> bytes:
@@ -64,17 +71,33 @@ class BlockStore:
         return _block_decoder.decode(raw) if raw is not None else None
 
     def get_many(self, ns: str, bids: Iterable[str]) -> dict[str, BlockWritten]:
-        keys = [(b, self._key(ns, b)) for b in bids]
+        cache = self._block_cache
+        out: dict[str, BlockWritten] = {}
+        keys = []
+        for b in bids:
+            hit = cache.get((ns, b))
+            if hit is not None:
+                out[b] = hit
+            else:
+                keys.append((b, self._key(ns, b)))
+        if not keys:
+            return out
 
         def txn_fn(txn: lmdb.Transaction) -> dict[str, BlockWritten]:
-            out = {}
+            found = {}
             for b, k in keys:
                 raw = txn.get(k, db=self._blocks)
                 if raw is not None:
-                    out[b] = _block_decoder.decode(raw)
-            return out
+                    found[b] = _block_decoder.decode(raw)
+            return found
 
-        return self._env.read(txn_fn)
+        found = self._env.read(txn_fn)
+        if len(cache) + len(found) > CACHE_ENTRIES:
+            cache.clear()
+        for b, blk in found.items():
+            cache[(ns, b)] = blk
+        out.update(found)
+        return out
 
     @staticmethod
     def _count_key(tokenizer: str, ns: str, bid: str) -> bytes:
@@ -83,21 +106,44 @@ class BlockStore:
         return f"{tokenizer}\x00{ns}\x00{bid}".encode()
 
     def cached_tokens(self, tokenizer: str, ns: str, bids: Iterable[str]) -> dict[str, int]:
-        keys = [(b, self._count_key(tokenizer, ns, b)) for b in bids]
+        memo = self._count_cache
+        out: dict[str, int] = {}
+        keys = []
+        for b in bids:
+            k = self._count_key(tokenizer, ns, b)
+            n = memo.get(k)
+            if n is not None:
+                out[b] = n
+            else:
+                keys.append((b, k))
+        if not keys:
+            return out
 
         def txn_fn(txn: lmdb.Transaction) -> dict[str, int]:
-            out = {}
+            found = {}
             for b, k in keys:
                 raw = txn.get(k, db=self._tokens)
                 if raw is not None:
-                    out[b] = _U32.unpack(raw)[0]
-            return out
+                    found[b] = _U32.unpack(raw)[0]
+            return found
 
-        return self._env.read(txn_fn)
+        found = self._env.read(txn_fn)
+        self._remember_counts(tokenizer, ns, found)
+        out.update(found)
+        return out
+
+    def _remember_counts(self, tokenizer: str, ns: str, counts: Mapping[str, int]) -> None:
+        memo = self._count_cache
+        if len(memo) + len(counts) > CACHE_ENTRIES:
+            memo.clear()
+        for b, n in counts.items():
+            memo[self._count_key(tokenizer, ns, b)] = n
 
     def cache_tokens(self, tokenizer: str, ns: str, counts: Mapping[str, int]) -> None:
+        """Store counts for later processes too (one write transaction: for ingest, not a turn's path)."""
         if not counts:
             return
+        self._remember_counts(tokenizer, ns, counts)
 
         def txn_fn(txn: lmdb.Transaction) -> None:
             for b, n in counts.items():
@@ -106,12 +152,17 @@ class BlockStore:
         self._env.write(txn_fn)
 
     def token_counts(self, ns: str, bids: Iterable[str], tokenizer: Counter) -> dict[str, int]:
-        """Token counts of blocks' text under `tokenizer`, counted once and cached."""
+        """Token counts of blocks' text under `tokenizer`: stored ones, else counted and kept in memory.
+
+        Counts taken here are not written to the store: a write is a synced
+        transaction, too dear on a turn's path for a cache.  Ingest stores
+        the counts of the pages it writes (:meth:`cache_tokens`).
+        """
         bids = list(bids)
         counts = self.cached_tokens(tokenizer.name, ns, bids)
         missing = [b for b in bids if b not in counts]
         if missing:
             fresh = {b: tokenizer.count(blk.text) for b, blk in self.get_many(ns, missing).items()}
-            self.cache_tokens(tokenizer.name, ns, fresh)
+            self._remember_counts(tokenizer.name, ns, fresh)
             counts.update(fresh)
         return counts
