@@ -104,17 +104,22 @@ def pinned_embedder_id(name: str | None) -> str:
     return ""
 
 
-async def announce_embedder(vm: Vmem, ns: str, args: argparse.Namespace) -> str:
-    """The id of the embedder `ns` is indexed and searched with, said on stderr unless ``--json``.
+async def embedder_of(vm: Vmem, ns: str) -> str:
+    """The id of the embedder `ns` is indexed and searched with (the service's, with ``--nats``).
 
-    Asked of the retriever (the service's, with ``--nats``) before any work,
-    so a namespace indexed with another embedder is refused before anything
-    is written (EmbedderMismatch).
+    Commands ask before any work, so a namespace indexed with another
+    embedder is refused (EmbedderMismatch) before anything is written.
     """
-    embedder = await vm.embedder(ns)
+    return await vm.embedder(ns)
+
+
+def say_embedder(args: argparse.Namespace, embedder: str) -> None:
+    """Say on stderr which embedder a command used, unless ``--json`` (where it is the ``embedder`` field).
+
+    Said once the command has succeeded, so an error is still the one line it prints.
+    """
     if not getattr(args, "json", False):
         print(f"vmem: embedder {embedder}", file=sys.stderr, flush=True)
-    return embedder
 
 
 def with_embedder(result: Any, embedder: str) -> dict[str, Any]:

@@ -18,11 +18,12 @@ from vmem.assembly.profiles import DEFAULT_BUDGET
 from vmem.assembly.text_input import DEFAULT_MAX_BYTES
 from vmem.cli.common import (
     Parents,
-    announce_embedder,
     default_ns,
+    embedder_of,
     make_model,
     out,
     pinned_embedder_id,
+    say_embedder,
     with_embedder,
 )
 from vmem.cli.demo import DEMO_BUDGET, run_demo
@@ -47,7 +48,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 async def cmd_ingest(vm: Vmem, args: argparse.Namespace) -> int:
     path = Path(args.path)
-    embedder = await announce_embedder(vm, args.ns, args)
+    embedder = await embedder_of(vm, args.ns)
     bar = ProgressBar(f"ingest {path.name}", path.stat().st_size if path.is_file() else 0)
     bar.enabled = bar.enabled and not args.json
     try:
@@ -59,13 +60,14 @@ async def cmd_ingest(vm: Vmem, args: argparse.Namespace) -> int:
     else:
         note = " (already ingested: nothing new committed)" if result.duplicate else ""
         print(f"ingested {path} into {result.ns}: {result.pages} pages, {result.bytes} bytes, doc {result.doc_id}{note}")
+        say_embedder(args, embedder)
     return 0
 
 
 async def cmd_ask(vm: Vmem, args: argparse.Namespace) -> int:
     if args.model != "offline":
         raise UsageError(f"model {args.model!r} is not available here; use --model offline")
-    embedder = await announce_embedder(vm, args.ns, args)
+    embedder = await embedder_of(vm, args.ns)
     result = await vm.ask(args.ns, args.question, budget=args.budget, profile=args.profile, max_faults=args.max_faults)
     if args.json:
         out(with_embedder(result, embedder))
@@ -78,6 +80,7 @@ async def cmd_ask(vm: Vmem, args: argparse.Namespace) -> int:
         f"{result.evictions} eviction(s) · {len(result.summaries)} summary(ies) · "
         f"prompt {result.prompt_tokens}/{result.budget} tokens · sha256 {result.prompt_sha256[:16]}"
     )
+    say_embedder(args, embedder)
     return 0
 
 
@@ -94,7 +97,8 @@ async def cmd_show(vm: Vmem, args: argparse.Namespace) -> int:
 
 
 async def cmd_chat(vm: Vmem, args: argparse.Namespace) -> int:
-    embedder = await announce_embedder(vm, args.ns, args)
+    embedder = await embedder_of(vm, args.ns)
+    say_embedder(args, embedder)
     model = make_model(args.model)
     tools = [calculator_tool()]
     interactive = sys.stdin.isatty() and not args.json
