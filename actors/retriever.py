@@ -26,7 +26,7 @@ from vmem.retrieval.bm25 import Bm25Index, IndexBusy, TailIndex
 from vmem.retrieval.choice import default_embedder
 from vmem.retrieval.embed import Embedder
 from vmem.retrieval.fusion import DEFAULT_POLICY, FusionPolicy, fuse
-from vmem.retrieval.recorded import check_embedder, record_embedder, recorded_embedder
+from vmem.retrieval.recorded import built_with, check_embedder, record_embedder, recorded_embedder
 from vmem.retrieval.retrievers import (
     RecencyRetriever,
     RetrievalContext,
@@ -320,7 +320,6 @@ class RetrieverActor:
         candidates = fuse(results, req.limit, self.policy)
         return SearchReply(candidates=tuple(candidates), index_seq=bm25.index.through_seq, errors=tuple(sorted(errors)))
 
-
     async def embedder_info(self, req: EmbedderRequest) -> EmbedderReply:
         """The embedder in use for `req.ns`; EmbedderMismatch if the namespace was indexed with another."""
         recorded = None
@@ -347,7 +346,7 @@ class RetrieverActor:
         index_dir = self.home.index_dir(req.ns)
         previous = ""
         if req.start:
-            previous = recorded_embedder(index_dir) or ""
+            previous = recorded_embedder(index_dir) or ", ".join(built_with(index_dir))
             self._vectors.pop(req.ns, None)
             shutil.rmtree(self._vector_path(req.ns), ignore_errors=True)
             record_embedder(index_dir, self.embedder.id, replace=True)

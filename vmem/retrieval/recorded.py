@@ -30,7 +30,7 @@ from vmem.errors import EmbedderMismatch
 from vmem.retrieval.choice import EMBEDDER_ENV, embedder_name
 from vmem.retrieval.vectors import VectorIndexError
 
-__all__ = ["EMBEDDER_FILE", "check_embedder", "mismatch", "record_embedder", "recorded_embedder"]
+__all__ = ["EMBEDDER_FILE", "built_with", "check_embedder", "mismatch", "record_embedder", "recorded_embedder"]
 
 EMBEDDER_FILE = "embedder.json"
 
@@ -76,7 +76,7 @@ def record_embedder(index_dir: Path, embedder_id: str, *, replace: bool = False)
     return recorded
 
 
-def _built_with(index_dir: Path) -> list[str]:
+def built_with(index_dir: Path) -> list[str]:
     """Embedder ids named by the vector indexes in `index_dir` (homes indexed before records existed)."""
     found = set()
     for current in index_dir.glob("vectors-*/CURRENT"):
@@ -111,7 +111,7 @@ def check_embedder(ns: str, index_dir: Path, embedder_id: str, *, record: bool) 
     """
     recorded = recorded_embedder(index_dir)
     if recorded is None:
-        built = _built_with(index_dir)
+        built = built_with(index_dir)
         if built and embedder_id not in built:
             raise mismatch(ns, ", ".join(built), embedder_id)
         if not record:
