@@ -11,16 +11,22 @@ batches by ``sync`` (after ingest, or when the tail grows), never per turn.
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
+from pathlib import Path
 
 import anyio
 import numpy as np
 
 from vmem.actors.runtime import Route
 from vmem.assembly.render import searchable_text
+from vmem.errors import UnknownNamespace, UsageError
 from vmem.retrieval.bm25 import Bm25Index, IndexBusy, TailIndex
-from vmem.retrieval.embed import Embedder, HashingEmbedder
+from vmem.retrieval.choice import default_embedder
+from vmem.retrieval.embed import Embedder
 from vmem.retrieval.fusion import DEFAULT_POLICY, FusionPolicy, fuse
+from vmem.retrieval.recorded import built_with, check_embedder, record_embedder, recorded_embedder
 from vmem.retrieval.retrievers import (
     RecencyRetriever,
     RetrievalContext,
@@ -30,7 +36,17 @@ from vmem.retrieval.retrievers import (
 )
 from vmem.retrieval.vectors import VectorIndex
 from vmem.schemas.events import BlockWritten
-from vmem.schemas.messages import SearchReply, SearchRequest, StoredEvent, SyncReply, SyncRequest
+from vmem.schemas.messages import (
+    EmbedderReply,
+    EmbedderRequest,
+    ReindexReply,
+    ReindexRequest,
+    SearchReply,
+    SearchRequest,
+    StoredEvent,
+    SyncReply,
+    SyncRequest,
+)
 from vmem.storage.home import Home
 from vmem.storage.view import checked_batches
 
@@ -48,6 +64,9 @@ GRAPH_SEEDS = 8  # strong hits whose neighbours the graph retriever offers
 # candidates each trace records, so it is unaffected).
 EXACT_VECTORS = 20_000
 SYNC_BATCH = 1024  # events read per step while indexing: bounds memory on a large ingest
+# A re-index request embeds for about this long, then saves and replies, so the
+# client can show progress and an interrupted re-index resumes where it stopped.
+REINDEX_STEP_S = 5.0
 
 
 class _Bm25:
@@ -171,15 +190,17 @@ class RetrieverActor:
         self.home = home
         self.plugins = list(plugins)
         self.timeout_s = timeout_s
-        self.embedder = embedder if embedder is not None else HashingEmbedder()
+        self.embedder = embedder if embedder is not None else default_embedder()
         self.policy = policy.for_embedder(semantic=self.embedder.semantic)
         self.builtins = builtins
         self._bm25: dict[str, _Bm25] = {}
         self._vectors: dict[str, _Vectors] = {}
+        self._recorded: set[str] = set()  # namespaces whose recorded embedder is this one
         self._recency = RecencyRetriever()
 
     def routes(self):
-        return {"search": Route(self.search, SearchRequest), "sync": Route(self.sync, SyncRequest, client=False)}
+        return {"search": Route(self.search, SearchRequest), "sync": Route(self.sync, SyncRequest, client=False),
+                "embedder": Route(self.embedder_info, EmbedderRequest), "reindex": Route(self.reindex, ReindexRequest)}
 
     def _index(self, ns: str) -> _Bm25:
         idx = self._bm25.get(ns)
@@ -190,12 +211,21 @@ class RetrieverActor:
             self.home.view(ns).watch(idx.follow)
         return idx
 
-    def _vector_index(self, ns: str) -> _Vectors:
+    def _vector_path(self, ns: str) -> Path:
+        slug = re.sub(r"[^A-Za-z0-9_.-]", "_", self.embedder.id)
+        return self.home.index_dir(ns) / f"vectors-{slug}-{INDEX_FORMAT}"
+
+    async def _vector_index(self, ns: str) -> _Vectors:
+        if ns not in self._recorded:
+            # A namespace keeps the embedder it was first indexed with (see
+            # vmem.retrieval.recorded): another one is refused, never mixed in.
+            index_dir = self.home.index_dir(ns)
+            if check_embedder(ns, index_dir, self.embedder.id, record=await self.home.log.last_seq(ns) > 0):
+                self._recorded.add(ns)
         vec = self._vectors.get(ns)
         if vec is None:
-            slug = re.sub(r"[^A-Za-z0-9_.-]", "_", self.embedder.id)
-            path = self.home.index_dir(ns) / f"vectors-{slug}-{INDEX_FORMAT}"
-            index = VectorIndex.open(path, dim=self.embedder.dim, embedder_id=self.embedder.id, exact_limit=EXACT_VECTORS)
+            index = VectorIndex.open(self._vector_path(ns), dim=self.embedder.dim, embedder_id=self.embedder.id,
+                                     exact_limit=EXACT_VECTORS)
             vec = self._vectors[ns] = _Vectors(index, self.embedder)
             self.home.view(ns).watch(vec.follow)
         return vec
@@ -215,7 +245,7 @@ class RetrieverActor:
             idx.tail_pos = covered
         if "vector" not in self.builtins:
             return
-        vec = self._vector_index(ns)
+        vec = await self._vector_index(ns)
         await vec.embed_queued()
         if vec.tail_pos >= upto:
             return
@@ -226,22 +256,30 @@ class RetrieverActor:
             ])
             vec.tail_pos = covered
 
-    async def _sync_vectors(self, ns: str) -> int:
-        vec = self._vector_index(ns)
+    async def _sync_vectors(self, ns: str, *, deadline: float | None = None) -> int:
+        """Embed what the vector index lacks and save it; past `deadline` (anyio time), stop after a batch."""
+        vec = await self._vector_index(ns)
         added = 0
-        async for batch, _covered in checked_batches(self.home.log, ns, after=vec.index.through_seq, batch=SYNC_BATCH,
-                                                     on_reject=_ignore):
-            pairs = [
-                (s.event.block_id, searchable_text(s.event)) for s in batch
-                if type(s.event) is BlockWritten and s.event.kind in INDEXED_KINDS
-            ]
-            ids, vecs = await embed_nonzero(self.embedder, pairs)
-            if ids:
-                # One thread: the graph (and so approximate results) must not
-                # depend on thread timing, or re-decide could differ.
-                added += vec.index.add(ids, vecs, threads=1)
-        if added or vec.index.through_seq < await self.home.log.last_seq(ns):
-            vec.index.save(await self.home.log.last_seq(ns))
+        through = vec.index.through_seq
+        async with aclosing(checked_batches(self.home.log, ns, after=vec.index.through_seq, batch=SYNC_BATCH,
+                                            on_reject=_ignore)) as batches:
+            async for batch, covered in batches:
+                pairs = [
+                    (s.event.block_id, searchable_text(s.event)) for s in batch
+                    if type(s.event) is BlockWritten and s.event.kind in INDEXED_KINDS
+                ]
+                ids, vecs = await embed_nonzero(self.embedder, pairs)
+                if ids:
+                    # One thread: the graph (and so approximate results) must not
+                    # depend on thread timing, or re-decide could differ.
+                    added += vec.index.add(ids, vecs, threads=1)
+                through = covered
+                if deadline is not None and anyio.current_time() >= deadline:
+                    break
+            else:
+                through = await self.home.log.last_seq(ns)
+        if added or vec.index.through_seq < through:
+            vec.index.save(through)
         vec.reset_tail()
         vec.tail_pos = vec.index.through_seq
         return added
@@ -299,7 +337,7 @@ class RetrieverActor:
         if "bm25" in self.builtins:
             first_stage.append(bm25)
         if "vector" in self.builtins:
-            first_stage.append(self._vector_index(req.ns))
+            first_stage.append(await self._vector_index(req.ns))
         if "recency" in self.builtins:
             first_stage.append(self._recency)
         async with anyio.create_task_group() as tg:
@@ -318,6 +356,50 @@ class RetrieverActor:
             ]
         candidates = fuse(results, req.limit, self.policy)
         return SearchReply(candidates=tuple(candidates), index_seq=bm25.index.through_seq, errors=tuple(sorted(errors)))
+
+    async def embedder_info(self, req: EmbedderRequest) -> EmbedderReply:
+        """The embedder in use for `req.ns`; EmbedderMismatch if the namespace was indexed with another."""
+        recorded = None
+        if "vector" in self.builtins:
+            await self._vector_index(req.ns)
+            recorded = recorded_embedder(self.home.index_dir(req.ns))
+        return EmbedderReply(embedder=self.embedder.id, recorded=recorded or "")
+
+    async def reindex(self, req: ReindexRequest) -> ReindexReply:
+        """Rebuild the namespace's vectors with this retriever's embedder, a step (about REINDEX_STEP_S) per request.
+
+        The first request (`start`) deletes the namespace's vectors of this
+        embedder and records it as the namespace's; each one embeds and saves
+        a step; the last also brings the BM25 index up to date (it does not
+        depend on the embedder).  Vectors of other embedders are left on disk
+        (a cache nobody reads until a re-index back to them), never mixed in.
+        """
+        if req.embedder and req.embedder != self.embedder.id:
+            raise UsageError(f"this retriever embeds with {self.embedder.id!r}, not {req.embedder!r}: re-index with "
+                             f"the embedder it uses, or restart it with the one you want")
+        last = await self.home.log.last_seq(req.ns)
+        if last == 0:
+            raise UnknownNamespace(f"namespace {req.ns!r} has no events: nothing to re-index")
+        index_dir = self.home.index_dir(req.ns)
+        previous = ""
+        if req.start:
+            previous = recorded_embedder(index_dir) or ", ".join(built_with(index_dir))
+            dropped = self._vectors.pop(req.ns, None)
+            if dropped is not None:
+                self.home.view(req.ns).unwatch(dropped.follow)
+            shutil.rmtree(self._vector_path(req.ns), ignore_errors=True)
+            record_embedder(index_dir, self.embedder.id, replace=True)
+            self._recorded.add(req.ns)
+        if "vector" not in self.builtins:
+            await self.sync(SyncRequest(ns=req.ns))
+            return ReindexReply(embedder=self.embedder.id, previous=previous, through_seq=last, last_seq=last, done=True)
+        await self._sync_vectors(req.ns, deadline=anyio.current_time() + REINDEX_STEP_S)
+        vec = await self._vector_index(req.ns)
+        done = vec.index.through_seq >= last
+        if done:
+            await self.sync(SyncRequest(ns=req.ns))
+        return ReindexReply(embedder=self.embedder.id, previous=previous, through_seq=vec.index.through_seq,
+                            last_seq=max(last, vec.index.through_seq), vectors=len(vec.index), done=done)
 
 
 async def _nothing() -> AsyncIterator[tuple[list[StoredEvent], int]]:

@@ -42,7 +42,7 @@ def events_of(home: Path) -> int:
 
 @pytest.mark.parametrize(
     "argv",
-    [[], ["init"], ["ingest"], ["ask"], ["show"], ["trace"], ["trace", "show"], ["trace", "diff"], ["log"], ["log", "tail"],
+    [[], ["init"], ["ingest"], ["reindex"], ["ask"], ["show"], ["trace"], ["trace", "show"], ["trace", "diff"], ["log"], ["log", "tail"],
      ["replay"], ["demo"], ["chat"], ["handoff"], ["handoff", "export"], ["handoff", "import"], ["grant"], ["revoke"],
      ["slot"], ["slot", "set"]],
 )

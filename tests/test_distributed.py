@@ -382,3 +382,39 @@ async def test_a_poison_job_is_dead_lettered_with_an_event_and_the_worker_goes_o
     finally:
         await log.aclose()
         await conn.aclose()
+
+
+# -- embedders -----------------------------------------------------------------------------
+
+
+async def test_the_service_names_its_embedder_and_reindexes_over_nats(
+    nats_server: NatsServer, tmp_path: Path, handbook_file: Path, procs: list[Proc], prefix: str
+) -> None:
+    from vmem import HashingEmbedder
+
+    hashing = HashingEmbedder().id
+    serve = start_serve(procs, nats_server, tmp_path / "serve", prefix, "--embedder", "hashing")
+    up = await serve.wait_for(ready)
+    assert up["embedder"] == hashing
+    async with Vmem.connect(nats_server.url, prefix=prefix) as vm:
+        assert await vm.embedder(NS) == hashing
+        await vm.ingest(NS, handbook_file)
+        steps: list[tuple[int, int]] = []
+        reply = await vm.reindex(NS, progress=lambda done, total: steps.append((done, total)))
+        assert reply.done and reply.embedder == reply.previous == hashing and reply.vectors > 50
+        assert steps[-1][0] == steps[-1][1] == reply.through_seq
+        assert (await vm.search(NS, "radio callsign of Gannet Point")).candidates
+    # A client that insists on another embedder than the service's is refused, typed, with what to do.
+    out = subprocess.run(
+        vmem_cmd("reindex", "--nats", nats_server.url, "--prefix", prefix, "--ns", NS, "--embedder", "minilm"),
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )
+    assert out.returncode == 2
+    assert f"this retriever embeds with '{hashing}', not 'minilm-l6-v2/384'" in out.stderr
+    asked = subprocess.run(
+        vmem_cmd("ask", "Who is the principal keeper of Cape Wrath?", "--nats", nats_server.url, "--prefix", prefix,
+                 "--ns", NS, "--budget", "900", "--json"),
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )
+    assert asked.returncode == 0, asked.stderr
+    assert json.loads(asked.stdout)["embedder"] == hashing

@@ -15,13 +15,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 PUBLIC = [
     "AccessDenied", "ActorError", "AgentTool", "AnthropicModel", "AskResult", "BudgetError", "Bus", "BusError",
-    "ChatResult", "Client", "ConcurrencyConflict", "CorruptRecord", "Embedder", "Event", "EvictReply", "FaultReply",
+    "ChatResult", "Client", "ConcurrencyConflict", "CorruptRecord", "Embedder", "EmbedderMismatch", "Event", "EvictReply", "FaultReply",
     "FusionPolicy", "HashingEmbedder", "HomeError", "IngestResult", "InputError", "InvalidNamespace", "LogError",
     "MiniLMEmbedder", "Model", "ModelError", "ModelProfile", "ModelReply", "Msg", "NoResponders", "OfflineModel",
     "OpenAIChatModel", "OpenAIEmbedder", "PackReply", "PinReply", "ReduceReply", "ReplayReport", "RequestTimeout",
     "RetrievalContext", "RetrievalQuery", "Retriever", "SchemaError", "SearchReply", "Slot", "Snapshot", "State",
     "StateReply", "StepOutcome", "StoredEvent", "Subscription", "Tokenizer", "ToolSpec", "TraceDiff", "UnknownBlock",
-    "UnknownNamespace", "UnknownTurn", "UsageError", "Vmem", "VmemError", "calculator_tool", "connect", "fold",
+    "UnknownNamespace", "UnknownTurn", "UsageError", "Vmem", "VmemError", "calculator_tool", "connect", "default_embedder", "fold",
     "get_profile", "get_tokenizer", "model_from_env", "profile_for_budget", "sample_handbook", "state_hash",
     "validate_namespace",
 ]

@@ -21,6 +21,7 @@ from vmem.errors import (
     BusError,
     ConcurrencyConflict,
     CorruptRecord,
+    EmbedderMismatch,
     HomeError,
     InputError,
     InvalidNamespace,
@@ -41,6 +42,7 @@ from vmem.models.model import Model, ModelReply, ToolSpec
 from vmem.models.offline import OfflineModel
 from vmem.models.openai import OpenAIChatModel
 from vmem.models.openai_embeddings import OpenAIEmbedder
+from vmem.retrieval.choice import default_embedder
 from vmem.retrieval.embed import Embedder, HashingEmbedder
 from vmem.retrieval.fusion import FusionPolicy
 from vmem.retrieval.minilm import MiniLMEmbedder
@@ -77,6 +79,7 @@ __all__ = [
     "ConcurrencyConflict",
     "CorruptRecord",
     "Embedder",
+    "EmbedderMismatch",
     "Event",
     "EvictReply",
     "FaultReply",
@@ -125,6 +128,7 @@ __all__ = [
     "VmemError",
     "calculator_tool",
     "connect",
+    "default_embedder",
     "fold",
     "get_profile",
     "get_tokenizer",

@@ -44,6 +44,22 @@ class InputError(UsageError):
     """Input to ingest cannot be used (empty, binary, not UTF-8, too large)."""
 
 
+class EmbedderMismatch(UsageError):
+    """A namespace's indexes were built with another embedder than the one in use.
+
+    Vectors of different embedders are not comparable, so vmem neither mixes
+    them nor re-embeds a namespace behind the caller's back: use the recorded
+    embedder, or re-index the namespace explicitly (``vmem reindex``).  The
+    attributes are empty when the error crossed the bus (only its message does).
+    """
+
+    def __init__(self, message: str, *, ns: str = "", recorded: str = "", in_use: str = "") -> None:
+        super().__init__(message)
+        self.ns = ns
+        self.recorded = recorded
+        self.in_use = in_use
+
+
 class HomeError(VmemError):
     """The vmem home directory is missing, not initialised, or damaged."""
 

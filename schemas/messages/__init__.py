@@ -70,6 +70,8 @@ from vmem.schemas.messages.memory import (  # noqa: F401  (re-exported)
 )
 from vmem.schemas.messages.paging import (  # noqa: F401  (re-exported)
     ChatMessage,
+    EmbedderReply,
+    EmbedderRequest,
     EvictReply,
     EvictRequest,
     FaultReply,
@@ -78,6 +80,8 @@ from vmem.schemas.messages.paging import (  # noqa: F401  (re-exported)
     PackRequest,
     PinReply,
     PinRequest,
+    ReindexReply,
+    ReindexRequest,
     SearchReply,
     SearchRequest,
     SyncReply,
@@ -117,12 +121,12 @@ Request = Union[
     SearchRequest, SyncRequest, PackRequest, TurnRequest, FaultRequest, EvictRequest, PinRequest, ReduceRequest,
     ToolResultsRequest, EndTurnRequest, IngestRequest, SlotRequest, PermissionsRequest, GrantRequest,
     ExportRequest, ImportRequest, ReadRequest, TailRequest, BlockRequest, TracesRequest, StateRequest,
-    ReplayRequest, NamespacesRequest, PromptRequest, CompressJob,
+    ReplayRequest, NamespacesRequest, PromptRequest, CompressJob, EmbedderRequest, ReindexRequest,
 ]
 Reply = Union[
     SearchReply, SyncReply, PackReply, FaultReply, EvictReply, PinReply, ReduceReply, ToolResultsReply,
     EndTurnReply, IngestReply, Ack, ExportReply, ImportReply, ReadReply, BlockReply, TracesReply, StateReply,
-    ReplayReport, NamespacesReply, PromptReply, CompressDone, ErrorReply,
+    ReplayReport, NamespacesReply, PromptReply, CompressDone, EmbedderReply, ReindexReply, ErrorReply,
 ]
 REQUEST_TYPES: tuple[type, ...] = Request.__args__  # type: ignore[attr-defined]
 REPLY_TYPES: tuple[type, ...] = Reply.__args__  # type: ignore[attr-defined]

@@ -8,7 +8,20 @@ import msgspec
 from msgspec import Meta
 
 from vmem.schemas.events import CandidateTrace
-from vmem.schemas.messages.bounds import MAX_LIMIT, BlockRefs, Budget, Candidate, Msg, Name, Ns, Query, Text, TurnNo
+from vmem.schemas.messages.bounds import (
+    MAX_LIMIT,
+    BlockRefs,
+    Budget,
+    Candidate,
+    Count,
+    Msg,
+    Name,
+    Ns,
+    Query,
+    Seq,
+    Text,
+    TurnNo,
+)
 
 
 class SearchRequest(Msg, tag="search", kw_only=True):
@@ -36,6 +49,41 @@ class SyncRequest(Msg, tag="sync", kw_only=True):
 class SyncReply(Msg, tag="sync_reply", kw_only=True):
     through_seq: int
     indexed: int
+
+
+class EmbedderRequest(Msg, tag="embedder", kw_only=True):
+    """Which embedder the retriever uses for `ns` (checked against the one the namespace was indexed with)."""
+
+    ns: Ns
+
+
+class EmbedderReply(Msg, tag="embedder_reply", kw_only=True):
+    embedder: Name  # the id of the embedder in use, e.g. "minilm-l6-v2/384"
+    recorded: Name = ""  # the id recorded for the namespace ("" before its first indexing)
+
+
+class ReindexRequest(Msg, tag="reindex", kw_only=True):
+    """Rebuild `ns`'s vector index with the retriever's embedder and record it, one step per request.
+
+    `start` drops the vectors and records the embedder; each later request
+    (``start=False``) continues where the last one stopped, until the reply
+    says `done`.  With `embedder`, the request is refused unless that is the
+    id of the retriever's embedder (so a client cannot re-index with an
+    embedder it did not mean).
+    """
+
+    ns: Ns
+    start: bool = False
+    embedder: Name = ""
+
+
+class ReindexReply(Msg, tag="reindex_reply", kw_only=True):
+    embedder: Name
+    previous: Name = ""  # the embedder recorded before (start only)
+    through_seq: Seq = 0  # log sequence the rebuilt vectors reach so far
+    last_seq: Seq = 0  # the log's end: done when through_seq reaches it
+    vectors: Count = 0  # vectors in the index so far
+    done: bool = False
 
 
 class TurnBegin(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

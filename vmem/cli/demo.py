@@ -42,7 +42,8 @@ async def run_demo(vm: Client, *, home: Path, budget: int, json_out: bool) -> in
     doc.write_text(text, encoding="utf-8")
     doc_tokens = get_tokenizer("cl100k_base").count(text)
     say("== vmem demo (embedded, offline model: a deterministic stand-in, not an LLM) ==")
-    say(f"home {home}; namespace {NS}; prompt budget {budget} tokens")
+    report["embedder"] = embedder = await vm.embedder(NS)
+    say(f"home {home}; namespace {NS}; prompt budget {budget} tokens; embedder {embedder}")
     ing = await vm.ingest(NS, doc)
     say(f"ingested {doc.name}: {doc_tokens} tokens ({doc_tokens / budget:.1f}x the budget) -> {ing.pages} pages")
     report["document_tokens"] = doc_tokens

@@ -18,6 +18,7 @@ from typing import Any
 import anyio
 import msgspec
 
+from vmem.cli.common import EMBEDDER_HELP
 from vmem.errors import UsageError, VmemError, lone_error
 from vmem.nats.jetstream_log import DEFAULT_PREFIX
 from vmem.nats.jobs import DEAD_AFTER
@@ -91,11 +92,13 @@ def _run_until_signalled(main: Callable[[], Awaitable[None]]) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from vmem.retrieval.choice import make_embedder
     from vmem.service.distributed import serve
 
     _check_backend(args)
     url = _url(args)
     home = resolve_home(getattr(args, "home", None))
+    embedder = make_embedder(args.embedder)
 
     def report(info: dict[str, Any]) -> None:
         _emit(args, f"vmem serve: {info['event']} in {info.get('where', '?')} ({info.get('ns', '')}): {info.get('error', '')}", info)
@@ -107,7 +110,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _emit(
             args,
             f"vmem serve: ready on {info['nats']} (nats-server {info['server']}): "
-            f"{', '.join(info['actors'])} for {', '.join(info['namespaces'])}; cache {info['home']}; "
+            f"{', '.join(info['actors'])} for {', '.join(info['namespaces'])}; embedder {info['embedder']}; "
+            f"cache {info['home']}; "
             + (f"streams {', '.join(info['streams'])}; " if info["streams"] else "")
             + f"compressor jobs go to {info['jobs']}",
             info,
@@ -116,7 +120,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return _run_until_signalled(
         lambda: serve(url, home=home, namespaces=args.ns or ["*/*"], prefix=args.prefix, ack_wait=args.ack_wait,
                       allow_weak_setup=args.allow_weak_setup, monitor=args.monitor, on_ready=ready, report=report,
-                      **_nats_options(args))
+                      embedder=embedder, **_nats_options(args))
     )
 
 
@@ -200,6 +204,7 @@ def add_distributed_commands(subparsers: Any, common_parents: Sequence[argparse.
     s.add_argument("--monitor", default=DEFAULT_MONITOR_URL, metavar="URL",
                    help=f"the nats-server monitoring endpoint, for the setup check (default {DEFAULT_MONITOR_URL}; "
                         f"bound to loopback)")
+    s.add_argument("--embedder", choices=("auto", "hashing", "minilm"), default=None, help=EMBEDDER_HELP)
     s.set_defaults(run=cmd_serve, sync=True)
 
     w = subparsers.add_parser("worker", help="run a worker", description="Run a worker process on NATS.")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from vmem.assembly.profiles import DEFAULT_BUDGET
-from vmem.cli.common import Parents, out, read_file
+from vmem.cli.common import Parents, embedder_of, out, read_file, say_embedder, with_embedder
 from vmem.paging.handoff import GRANTS_AGENT, parse_snapshot
 from vmem.schemas.messages import DEFAULT_SLOT_LIMIT
 from vmem.service.vmem import Vmem
@@ -24,12 +24,15 @@ async def cmd_slot_set(vm: Vmem, args: argparse.Namespace) -> int:
 
 
 async def cmd_fault(vm: Vmem, args: argparse.Namespace) -> int:
+    embedder = await embedder_of(vm, args.ns) if args.query else ""
     r = await vm.fault(args.ns, query=args.query or "", block_ids=args.block or (), budget=args.budget)
     if args.json:
-        out(r)
+        out(with_embedder(r, embedder) if embedder else r)
     else:
         print(f"loaded {len(r.loaded)}: {' '.join(b[:12] for b in r.loaded) or '-'}; evicted {len(r.evicted)}: "
               f"{' '.join(b[:12] for b in r.evicted) or '-'}" + (f"; {r.error}" if r.error else ""))
+        if embedder:
+            say_embedder(args, embedder)
     return 0 if not r.error else 1
 
 

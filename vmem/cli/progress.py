@@ -7,10 +7,11 @@ from typing import TextIO
 
 
 class ProgressBar:
-    """Redraws one line: label, bar, percentage, done/total (in MiB when bytes)."""
+    """Redraws one line: label, bar, percentage, done/total (in MiB when the unit is bytes)."""
 
-    def __init__(self, label: str, total: int, *, stream: TextIO | None = None, width: int = 30) -> None:
+    def __init__(self, label: str, total: int, *, stream: TextIO | None = None, width: int = 30, unit: str = "bytes") -> None:
         self.label = label
+        self.unit = unit
         self.total = max(total, 1)
         self.stream = stream if stream is not None else sys.stderr
         self.width = width
@@ -26,8 +27,9 @@ class ProgressBar:
         self._last = pct
         filled = self.width * pct // 100
         bar = "#" * filled + "-" * (self.width - filled)
-        mib = f"{done / 2**20:.1f}/{self.total / 2**20:.1f} MiB"
-        self.stream.write(f"\r{self.label} [{bar}] {pct:3d}% {mib}")
+        amount = (f"{done / 2**20:.1f}/{self.total / 2**20:.1f} MiB" if self.unit == "bytes"
+                  else f"{done}/{self.total} {self.unit}")
+        self.stream.write(f"\r{self.label} [{bar}] {pct:3d}% {amount}")
         self.stream.flush()
 
     def close(self) -> None:

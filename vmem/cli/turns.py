@@ -1,4 +1,8 @@
-"""CLI commands that write and use pages: init, ingest, ask, chat, show, demo."""
+"""CLI commands that write and use pages: init, ingest, reindex, ask, chat, show, demo.
+
+Those that index or search say which embedder they use: a line on stderr,
+and an ``embedder`` field in their ``--json`` output.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,16 @@ from vmem.agent.tools import calculator_tool
 from vmem.assembly.ingest import DEFAULT_PAGE_TOKENS
 from vmem.assembly.profiles import DEFAULT_BUDGET
 from vmem.assembly.text_input import DEFAULT_MAX_BYTES
-from vmem.cli.common import Parents, default_ns, make_model, out
+from vmem.cli.common import (
+    Parents,
+    default_ns,
+    embedder_of,
+    make_model,
+    out,
+    pinned_embedder_id,
+    say_embedder,
+    with_embedder,
+)
 from vmem.cli.demo import DEMO_BUDGET, run_demo
 from vmem.cli.progress import ProgressBar
 from vmem.client.turns import MAX_FAULTS
@@ -35,6 +48,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 async def cmd_ingest(vm: Vmem, args: argparse.Namespace) -> int:
     path = Path(args.path)
+    embedder = await embedder_of(vm, args.ns)
     bar = ProgressBar(f"ingest {path.name}", path.stat().st_size if path.is_file() else 0)
     bar.enabled = bar.enabled and not args.json
     try:
@@ -42,19 +56,21 @@ async def cmd_ingest(vm: Vmem, args: argparse.Namespace) -> int:
     finally:
         bar.close()
     if args.json:
-        out(result)
+        out(with_embedder(result, embedder))
     else:
         note = " (already ingested: nothing new committed)" if result.duplicate else ""
         print(f"ingested {path} into {result.ns}: {result.pages} pages, {result.bytes} bytes, doc {result.doc_id}{note}")
+        say_embedder(args, embedder)
     return 0
 
 
 async def cmd_ask(vm: Vmem, args: argparse.Namespace) -> int:
     if args.model != "offline":
         raise UsageError(f"model {args.model!r} is not available here; use --model offline")
+    embedder = await embedder_of(vm, args.ns)
     result = await vm.ask(args.ns, args.question, budget=args.budget, profile=args.profile, max_faults=args.max_faults)
     if args.json:
-        out(result)
+        out(with_embedder(result, embedder))
         return 0
     print(result.answer)
     if result.cited:
@@ -64,6 +80,7 @@ async def cmd_ask(vm: Vmem, args: argparse.Namespace) -> int:
         f"{result.evictions} eviction(s) · {len(result.summaries)} summary(ies) · "
         f"prompt {result.prompt_tokens}/{result.budget} tokens · sha256 {result.prompt_sha256[:16]}"
     )
+    say_embedder(args, embedder)
     return 0
 
 
@@ -80,6 +97,8 @@ async def cmd_show(vm: Vmem, args: argparse.Namespace) -> int:
 
 
 async def cmd_chat(vm: Vmem, args: argparse.Namespace) -> int:
+    embedder = await embedder_of(vm, args.ns)
+    say_embedder(args, embedder)
     model = make_model(args.model)
     tools = [calculator_tool()]
     interactive = sys.stdin.isatty() and not args.json
@@ -102,11 +121,34 @@ async def cmd_chat(vm: Vmem, args: argparse.Namespace) -> int:
             budget = args.budget if args.budget or args.profile else DEFAULT_BUDGET
             r = await vm.chat(args.ns, line, budget=budget, profile=args.profile, model=model, tools=tools, when=when)
             if args.json:
-                out(r)
+                out(with_embedder(r, embedder))
             else:
                 print(f"{'vmem> ' if interactive else ''}{r.reply}", flush=True)
     finally:
         await model.aclose()
+
+
+async def cmd_reindex(vm: Vmem, args: argparse.Namespace) -> int:
+    # With --nats the service's retriever embeds; an explicit --embedder is what it must be using.
+    pin = pinned_embedder_id(args.embedder) if args.nats else ""
+    bar = ProgressBar(f"reindex {args.ns}", 0, unit="events")
+    bar.enabled = bar.enabled and not args.json
+
+    def progress(through: int, last: int) -> None:
+        bar.total = max(last, 1)
+        bar.update(through)
+
+    try:
+        r = await vm.reindex(args.ns, embedder=pin, progress=progress)
+    finally:
+        bar.close()
+    if args.json:
+        out({"ns": args.ns, "embedder": r.embedder, "previous": r.previous, "vectors": r.vectors,
+             "through_seq": r.through_seq})
+    else:
+        was = f" (was {r.previous})" if r.previous and r.previous != r.embedder else ""
+        print(f"re-indexed {args.ns} with {r.embedder}{was}: {r.vectors} vectors through log sequence {r.through_seq}")
+    return 0
 
 
 async def cmd_demo(vm: Vmem, args: argparse.Namespace) -> int:
@@ -126,6 +168,13 @@ def add_turn_commands(sub: Any, parents: Parents) -> None:
                    help=f"maximum tokens per page (default {DEFAULT_PAGE_TOKENS})")
     s.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help=f"refuse larger files (default {DEFAULT_MAX_BYTES})")
     s.set_defaults(run=cmd_ingest)
+
+    s = sub.add_parser("reindex", parents=[common, ns_req], help="rebuild a namespace's vectors with an embedder",
+                       description="Rebuild a namespace's vector index with the embedder in use (--embedder, else "
+                                   "$VMEM_EMBEDDER, else auto) and record it as the namespace's, so later commands use "
+                                   "it without mixing vectors of two embedders. The BM25 index is brought up to date. "
+                                   "With --nats the service's embedder is used (an explicit --embedder must match it).")
+    s.set_defaults(run=cmd_reindex)
 
     s = sub.add_parser("ask", parents=[common, ns_req], help="run one turn",
                        description="Ask a question: pack a prompt within the budget, call the model, resolve page faults.")

@@ -29,6 +29,8 @@ from vmem.paging.handoff import grants_ns
 from vmem.schemas.messages import (
     DEFAULT_SLOT_LIMIT,
     Ack,
+    EmbedderReply,
+    EmbedderRequest,
     EvictReply,
     EvictRequest,
     ExportReply,
@@ -42,6 +44,8 @@ from vmem.schemas.messages import (
     PermissionsRequest,
     PinReply,
     PinRequest,
+    ReindexReply,
+    ReindexRequest,
     Slot,
     SlotRequest,
     Snapshot,
@@ -87,6 +91,38 @@ class Client(TurnCalls, ReadCalls):
             if progress is not None:
                 progress(batch.bytes_read, size)
         return IngestResult(ns=ns, doc_id=doc_id, pages=pages, bytes=size, events=events, duplicate=duplicate)
+
+    async def embedder(self, ns: str) -> str:
+        """The id of the embedder the retriever uses for `ns` (e.g. ``minilm-l6-v2/384``).
+
+        :class:`~vmem.errors.EmbedderMismatch` if `ns` was indexed with
+        another one: ask before writing to learn that up front.
+        """
+        validate_namespace(ns)
+        return (await self._call(ns, "retriever", "embedder", EmbedderRequest(ns=ns), EmbedderReply)).embedder
+
+    async def reindex(self, ns: str, *, embedder: str = "",
+                      progress: Callable[[int, int], None] | None = None) -> ReindexReply:
+        """Rebuild `ns`'s vector index with the retriever's embedder, and record that embedder for `ns`.
+
+        The way to change a namespace's embedder: open with the new one
+        (``Vmem.open(..., embedder=...)``, ``--embedder``) and re-index.
+        `embedder`, if given, is the id the retriever must be using (refused
+        otherwise).  Runs in steps of a few seconds; `progress` hears (log
+        sequence reached, log end) after each.  The reply is the last step's,
+        with the embedder recorded before as `previous`.
+        """
+        validate_namespace(ns)
+        first = reply = await self._call(ns, "retriever", "reindex", ReindexRequest(ns=ns, start=True, embedder=embedder),
+                                         ReindexReply, timeout=LONG_TIMEOUT)
+        while True:
+            if progress is not None:
+                progress(reply.through_seq, reply.last_seq)
+            if reply.done:
+                return msgspec.structs.replace(reply, previous=first.previous)
+            # Later steps name the embedder the first one used, so no other retriever continues them.
+            reply = await self._call(ns, "retriever", "reindex", ReindexRequest(ns=ns, embedder=first.embedder),
+                                     ReindexReply, timeout=LONG_TIMEOUT)
 
     async def slots(self, ns: str) -> dict[str, Slot]:
         """The working context of `ns`: each slot's value, version, limit and whether it is read-only."""

@@ -26,7 +26,7 @@ FAMILIES: dict[str, tuple[type, ...]] = {
 
 ROUTES: dict[str, str] = {
     "pager.turn": "turn", "pager.fault": "fault", "pager.evict": "evict", "pager.pin": "pin",
-    "retriever.search": "search", "reducer.reduce": "reduce", "reducer.tool_results": "tool_results",
+    "retriever.search": "search", "retriever.embedder": "embedder", "retriever.reindex": "reindex", "reducer.reduce": "reduce", "reducer.tool_results": "tool_results",
     "reducer.end": "end_turn", "memory.ingest": "ingest", "memory.slot": "slot", "memory.permissions": "permissions",
     "memory.grant": "grant", "memory.export": "export", "memory.import": "import", "reader.read": "read",
     "reader.tail": "tail", "reader.block": "block", "reader.traces": "traces", "reader.state": "state",

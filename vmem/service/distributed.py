@@ -44,6 +44,8 @@ from vmem.nats.connection import NatsConnection, require_asyncio
 from vmem.nats.jetstream_log import DEFAULT_PREFIX, JetStreamLog
 from vmem.nats.jobs import DEAD_AFTER, JetStreamJobQueue, JobEvent
 from vmem.nats.server_check import DEFAULT_MONITOR_URL, MonitoringUnreachable, check_server_setup, fetch_varz
+from vmem.retrieval.choice import default_embedder
+from vmem.retrieval.embed import Embedder
 from vmem.schemas.messages import CompressDone, CompressJob
 from vmem.storage.home import Home
 from vmem.storage.log import Log
@@ -113,6 +115,7 @@ async def serve(
     monitor: str = DEFAULT_MONITOR_URL,
     on_ready: Ready | None = None,
     report: Report | None = None,
+    embedder: Embedder | None = None,
     **options: Any,
 ) -> None:
     """Host the service's actors for `namespaces` until cancelled.
@@ -123,9 +126,12 @@ async def serve(
     checks the server (its ``/varz`` at the loopback `monitor` URL) and the
     streams: a server older than 2.11, JetStream not syncing every write, or
     a stream not on disk or deletable is refused (UsageError) unless
-    `allow_weak_setup`.
+    `allow_weak_setup`.  `embedder` embeds for vector retrieval (default:
+    :func:`~vmem.retrieval.choice.default_embedder`, the best installed); the
+    ready report names it.
     """
     require_asyncio("vmem serve")
+    embedder = embedder if embedder is not None else default_embedder()
     subjects = Subjects(prefix)
     patterns = [namespace_pattern(ns) for ns in namespaces]  # validate before connecting
     conn = await NatsConnection.connect(url, **{"name": "vmem serve", **options})
@@ -144,14 +150,14 @@ async def serve(
                 if problems and not allow_weak_setup:
                     raise UsageError("refusing a weaker setup than vmem needs: " + "; ".join(problems)
                                      + " (fix the server or stream configuration, or pass --allow-weak-setup)")
-                hosted = build_actors(opened, bus, jobs=jobs, compressor=False, subjects=subjects)
+                hosted = build_actors(opened, bus, jobs=jobs, compressor=False, subjects=subjects, embedder=embedder)
                 async with hosted.runtime(bus, namespaces=namespaces, report=report).running():
                     if on_ready is not None:
                         on_ready(
                             {"event": "ready", "role": "serve", "nats": conn.url, "server": version,
                              "actors": [a.name for a in hosted.actors], "namespaces": [p.replace(".", "/") for p in patterns],
                              "home": str(home), "jobs": jobs.stream, "streams": sorted(set(streams)),
-                             "weak_setup": problems}
+                             "weak_setup": problems, "embedder": embedder.id}
                         )
                     await anyio.sleep_forever()
         finally:

@@ -55,7 +55,10 @@ class Vmem(Client):
 
         `retrievers` are plugins run beside the built-in ones; `policy` is the
         pager's eviction policy ("score" or "lru"); `fusion` weighs retrievers;
-        `embedder` embeds blocks for vector retrieval (default: feature hashing);
+        `embedder` embeds blocks for vector retrieval (default:
+        :func:`vmem.default_embedder`: ``$VMEM_EMBEDDER``, else all-MiniLM-L6-v2
+        when its files are installed, else feature hashing; a namespace keeps
+        the embedder it was first indexed with, see :meth:`Client.reindex`);
         `summariser` is a model for abstractive conversation summaries (default:
         the deterministic extractive compressor); `report` hears of internal
         errors (default: a JSON line on stderr).

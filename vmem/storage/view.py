@@ -159,6 +159,11 @@ class NamespaceView:
         """
         self._listeners.append(listener)
 
+    def unwatch(self, listener: Listener) -> None:
+        """Stop calling `listener` (one that :meth:`watch` was given)."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
     def _tell(self, before: int, events: Sequence[StoredEvent], after: int) -> None:
         for listener in self._listeners:
             listener(before, events, after)
