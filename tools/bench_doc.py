@@ -26,9 +26,9 @@ Measure, for each question and budget: vmem runs the real turn through the
 public API: ``Vmem.ask(ns, question, budget=B)`` with the default offline
 model, as turn 1 of a fresh namespace holding just the document (so no
 earlier question's messages or pages take room).  The document is ingested
-once (``Vmem.ingest``) into one namespace per budget of a template home; each
-question runs in a copy of that home, removed after it (a file copy, whatever
-the embedder: MiniLM takes minutes to embed the document).  The question counts as resident when an answering page
+once (``Vmem.ingest``) into a template home; each question and budget runs
+in a copy of that home, removed after it (a file copy, whatever the
+embedder: MiniLM takes minutes to embed the document).  The question counts as resident when an answering page
 is among the block ids of the Retrieved section of the PromptPacked trace of
 the turn's first attempt (``Vmem.traces``), whole, or as a passage (a span of
 the page, when the whole page did not fit) whose text holds the target
@@ -83,7 +83,7 @@ from vmem import Vmem  # noqa: E402
 from vmem.actors.retriever import INDEX_FORMAT  # noqa: E402
 from vmem.assembly.ingest import DEFAULT_PAGE_TOKENS  # noqa: E402
 from vmem.assembly.tokens import Tokenizer, get_tokenizer  # noqa: E402
-from vmem.cli.common import make_embedder  # noqa: E402
+from vmem.retrieval.choice import default_embedder, make_embedder  # noqa: E402
 from vmem.paging.decisions import SEARCH_LIMIT  # noqa: E402
 from vmem.retrieval.bm25 import Bm25Index  # noqa: E402
 from vmem.schemas.events import CandidateTrace, PromptPacked  # noqa: E402
@@ -302,14 +302,9 @@ class Document(NamedTuple):
     bm25: dict[tuple[str, int], tuple[list[str], list[str]]]  # (question id, budget) -> (ranked, chosen)
 
 
-def budget_ns(budget: int) -> str:
-    return f"doc/b{budget}"
-
-
-async def prepare(
-    tmp: Path, modules: Sequence[str], questions: Sequence[Question], budgets: Sequence[int], embedder: object
-) -> Document:
-    """Render and ingest the document (a template home: one namespace per budget), locate every answer, run BM25."""
+async def prepare(tmp: Path, modules: Sequence[str], questions: Sequence[Question], budgets: Sequence[int],
+                  embedder: object) -> Document:
+    """Render and ingest the document (into the template home, once), locate every answer, run BM25."""
     tok = get_tokenizer("cl100k_base")
     text = render_document(modules)
     check_targets(text, modules, questions)
@@ -318,10 +313,6 @@ async def prepare(
     async with Vmem.open(tmp / "template", create=True, embedder=embedder) as vm:
         await vm.ingest(TEMPLATE_NS, path)
         pages = await read_pages(vm, TEMPLATE_NS, tok)
-        for b in budgets:
-            ingested = await vm.ingest(budget_ns(b), path)
-            if ingested.pages != len(pages):
-                raise SystemExit(f"bench_doc: ingest into {budget_ns(b)} gave {ingested.pages} pages, the template {len(pages)}")
         flats = [flat(p.text) for p in pages]
         answers = {q.id: {p.block_id for p in answering_pages(pages, flats, q)} for q in questions}
         tokens = {p.block_id: p.tokens for p in pages}
@@ -337,17 +328,17 @@ async def prepare(
 
 
 async def ask_everywhere(tmp: Path, home: Path, question: str, budgets: Sequence[int], embedder: object) -> dict[int, VmemTurn]:
-    """The question as turn 1 of each budget's namespace, in a copy of the template home (removed afterwards).
+    """The question as turn 1 of the ingested namespace at each budget, each in a fresh copy of the template home.
 
     A copy of the ingested home is a fresh namespace at the cost of a file
     copy, whatever the embedder (MiniLM takes minutes to embed the document).
     """
-    shutil.copytree(tmp / "template", home)
     turns: dict[int, VmemTurn] = {}
-    async with Vmem.open(home, embedder=embedder) as vm:
-        for b in budgets:
-            turns[b] = await vmem_turn(vm, budget_ns(b), question, b)
-    shutil.rmtree(home)
+    for b in budgets:
+        shutil.copytree(tmp / "template", home)
+        async with Vmem.open(home, embedder=embedder) as vm:
+            turns[b] = await vmem_turn(vm, TEMPLATE_NS, question, b)
+        shutil.rmtree(home)
     return turns
 
 
@@ -367,12 +358,12 @@ async def main_async(args: argparse.Namespace) -> dict:
     per_question: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="vmem-bench-doc-") as tmp_dir:
         tmp = Path(tmp_dir)
-        embedder = make_embedder(args.embedder)
+        embedder = default_embedder() if args.embedder == "default" else make_embedder(args.embedder)
         doc = await prepare(tmp, modules, questions, budgets, embedder)
         if not args.json:
             print(f"document: pydoc of {len(modules)} modules (Python {sys.version.split()[0]}), {doc.tokens} tokens, "
                   f"{len(doc.pages)} pages of <= {DEFAULT_PAGE_TOKENS} tokens; {len(questions)} questions, "
-                  f"budgets {budgets}", flush=True)
+                  f"budgets {budgets}; embedder {embedder.id}", flush=True)
         page_texts = {p.block_id: p.text for p in doc.pages}
         for i, q in enumerate(questions):
             answer_ids = doc.answers[q.id]
@@ -407,7 +398,7 @@ async def main_async(args: argparse.Namespace) -> dict:
         "pages": len(doc.pages),
         "modules": modules,
         "seconds": round(time.perf_counter() - started, 1),
-        "embedder": args.embedder,
+        "embedder": embedder.id,
         "cited": {str(b): fraction(cited[b]) for b in budgets},
         "vmem_prompt": {str(b): {name: round(statistics.fmean(xs), 1) for name, xs in by_b.items()} for b, by_b in shape.items()},
         "answer_ranked_within": {
@@ -460,7 +451,8 @@ def main() -> None:
     p.add_argument("--budgets", default=",".join(map(str, BUDGETS)), type=lambda s: [int(x) for x in s.split(",")])
     p.add_argument("--questions", default=str(QUESTIONS), help=f"question file (default {QUESTIONS.name})")
     p.add_argument("--verbose", action="store_true", help="per-question detail (also in the JSON, as per_question)")
-    p.add_argument("--embedder", choices=("hashing", "minilm"), default="hashing", help="vmem's embedder")
+    p.add_argument("--embedder", choices=("default", "hashing", "minilm"), default="default",
+                   help="vmem's embedder (default: the one Vmem.open picks)")
     p.add_argument("--json", action="store_true", help="last line: one JSON object")
     args = p.parse_args()
     result = anyio.run(main_async, args)
