@@ -189,7 +189,7 @@ def _with_passages(
                 chosen += [i.id for i in unit]
                 room -= cost
             continue
-        later = max(0, aim - shown - 1)
+        later = max(0, aim - shown - 1) if shown else 0  # the best page is cut only if it cannot fit whole
         if cost <= room - later * PASSAGE_TOKENS:
             chosen.append(b)
             room -= cost
