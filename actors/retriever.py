@@ -67,6 +67,9 @@ SYNC_BATCH = 1024  # events read per step while indexing: bounds memory on a lar
 # A re-index request embeds for about this long, then saves and replies, so the
 # client can show progress and an interrupted re-index resumes where it stopped.
 REINDEX_STEP_S = 5.0
+# Hits fetched beyond the limit, for those dropped as ineligible (the query's
+# limit already counts the excluded blocks).
+FETCH_SLACK = 16
 
 
 class _Bm25:
@@ -90,7 +93,7 @@ class _Bm25:
         self.tail_pos = after
 
     async def search(self, query: RetrievalQuery, ctx: RetrievalContext) -> list[tuple[str, float]]:
-        want = query.limit * 2
+        want = query.limit + FETCH_SLACK
         hits = self.index.search(query.text, want)
         tail = self.tail.rank(query.text, want)
         merged: dict[str, float] = {}
@@ -151,11 +154,12 @@ class _Vectors:
         qv = (await self.embedder.embed([query.text]))[0]
         if not qv.any():
             return []
-        want = query.limit * 2
-        hits = self.index.search(qv, want) if len(self.index) else []
+        want = query.limit + FETCH_SLACK
+        hits = self.index.search(qv, want, exclude=ctx.exclude) if len(self.index) else []
         if self.tail_ids:
             sims = self.tail_vecs @ qv
-            hits = hits + list(zip(self.tail_ids, sims.tolist()))
+            best = (np.argpartition(-sims, want)[:want] if len(sims) > want else np.arange(len(sims))).tolist()
+            hits = hits + [(self.tail_ids[i], float(sims[i])) for i in best]
         merged: dict[str, float] = {}
         for bid, score in hits:
             if ctx.eligible(bid, query.kinds):
@@ -316,8 +320,8 @@ class RetrieverActor:
         await view.catch_up()
         bm25 = self._index(req.ns)
         await self._follow_tail(req.ns, bm25)
-        ctx = RetrievalContext(state=view.state, store=self.home.store)
-        exclude = set(req.exclude)
+        exclude = frozenset(req.exclude)
+        ctx = RetrievalContext(state=view.state, store=self.home.store, exclude=exclude)
         query = RetrievalQuery(ns=req.ns, text=req.query, limit=req.limit + len(exclude), kinds=frozenset(req.kinds))
         results: dict[str, list[tuple[str, float]]] = {}
         errors: list[str] = []

@@ -25,14 +25,16 @@ class RetrievalQuery(msgspec.Struct, frozen=True):
 
 
 class RetrievalContext(msgspec.Struct, frozen=True):
-    """What a retriever may read: the namespace's state and its block store."""
+    """What a retriever may read: the namespace's state and its block store, and the blocks not to return."""
 
     state: State
     store: BlockStore
+    exclude: frozenset[str] = frozenset()
 
     def eligible(self, bid: str, kinds: frozenset[str]) -> bool:
+        """Whether `bid` may be returned: a block of the namespace, of one of `kinds`, not excluded."""
         meta = self.state.blocks.get(bid)
-        return meta is not None and meta.kind in kinds
+        return meta is not None and meta.kind in kinds and bid not in self.exclude
 
 
 @runtime_checkable
