@@ -51,6 +51,11 @@ from vmem.storage.home import Home
 from vmem.storage.view import checked_batches
 
 INDEXED_KINDS = frozenset({"page", "summary", "message", "fact", "tool_call", "tool_result"})
+# Embedded for vector search: all but summaries.  A summary is written on most
+# turns (of the pages a fault evicted), its text is its sources' (embedded
+# already), and with MiniLM embedding it was the largest cost of a turn
+# (about 25 ms of 53 at 1,000 blocks); BM25 still indexes it.
+EMBEDDED_KINDS = INDEXED_KINDS - {"summary"}
 DEFAULT_TIMEOUT_S = 2.0
 BUILTINS = frozenset({"bm25", "vector", "recency", "graph"})
 # Indexes are caches of the log: a change to what they hold of a block (v2:
@@ -123,16 +128,32 @@ class _Vectors:
             return
         self.unembedded += [
             (s.event.block_id, searchable_text(s.event)) for s in events
-            if s.seq > self.tail_pos and type(s.event) is BlockWritten and s.event.kind in INDEXED_KINDS
+            if s.seq > self.tail_pos and type(s.event) is BlockWritten and s.event.kind in EMBEDDED_KINDS
         ]
         self.tail_pos = after
 
-    async def embed_queued(self) -> None:
+    async def embed_queued(self, query: str | None = None) -> np.ndarray | None:
+        """Embed the blocks told of and not yet embedded; with `query`, in the same batch, returning its vector.
+
+        One batch for both: with MiniLM a forward pass over a few short
+        texts costs about what one text does (the weights are read once).
+        """
         pairs, self.unembedded = self.unembedded, []
-        await self.extend_tail(pairs)
+        if query is None:
+            await self.extend_tail(pairs)
+            return None
+        vecs = await self.embedder.embed([query] + [t for _b, t in pairs])
+        self._add_tail(pairs, vecs[1:])
+        return vecs[0]
 
     async def extend_tail(self, pairs: list[tuple[str, str]]) -> None:
-        ids, vecs = await embed_nonzero(self.embedder, pairs)
+        if pairs:
+            self._add_tail(pairs, await self.embedder.embed([t for _b, t in pairs]))
+
+    def _add_tail(self, pairs: list[tuple[str, str]], vecs: np.ndarray) -> None:
+        keep = vecs.any(axis=1)  # a text that embeds to zero matches nothing
+        ids = [b for (b, _t), k in zip(pairs, keep) if k]
+        vecs = vecs[keep]
         if ids:
             self.tail_ids += ids
             self._tail_parts.append(vecs)
@@ -151,7 +172,8 @@ class _Vectors:
         return self._tail_matrix
 
     async def search(self, query: RetrievalQuery, ctx: RetrievalContext) -> list[tuple[str, float]]:
-        qv = (await self.embedder.embed([query.text]))[0]
+        qv = await self.embed_queued(query.text)
+        assert qv is not None
         if not qv.any():
             return []
         want = query.limit + FETCH_SLACK
@@ -250,13 +272,13 @@ class RetrieverActor:
         if "vector" not in self.builtins:
             return
         vec = await self._vector_index(ns)
-        await vec.embed_queued()
         if vec.tail_pos >= upto:
-            return
+            return  # what the view told of is embedded with the query, at the search
+        await vec.embed_queued()
         async for batch, covered in checked_batches(self.home.log, ns, after=vec.tail_pos, until=upto, on_reject=_ignore):
             await vec.extend_tail([
                 (s.event.block_id, searchable_text(s.event)) for s in batch
-                if type(s.event) is BlockWritten and s.event.kind in INDEXED_KINDS
+                if type(s.event) is BlockWritten and s.event.kind in EMBEDDED_KINDS
             ])
             vec.tail_pos = covered
 
@@ -270,7 +292,7 @@ class RetrieverActor:
             async for batch, covered in batches:
                 pairs = [
                     (s.event.block_id, searchable_text(s.event)) for s in batch
-                    if type(s.event) is BlockWritten and s.event.kind in INDEXED_KINDS
+                    if type(s.event) is BlockWritten and s.event.kind in EMBEDDED_KINDS
                 ]
                 ids, vecs = await embed_nonzero(self.embedder, pairs)
                 if ids:
