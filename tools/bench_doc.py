@@ -83,9 +83,9 @@ from vmem import Vmem  # noqa: E402
 from vmem.actors.retriever import INDEX_FORMAT  # noqa: E402
 from vmem.assembly.ingest import DEFAULT_PAGE_TOKENS  # noqa: E402
 from vmem.assembly.tokens import Tokenizer, get_tokenizer  # noqa: E402
-from vmem.retrieval.choice import default_embedder, make_embedder  # noqa: E402
 from vmem.paging.decisions import SEARCH_LIMIT  # noqa: E402
 from vmem.retrieval.bm25 import Bm25Index  # noqa: E402
+from vmem.retrieval.choice import default_embedder, make_embedder  # noqa: E402
 from vmem.schemas.events import CandidateTrace, PromptPacked  # noqa: E402
 
 QUESTIONS = Path(__file__).resolve().with_name("bench_doc_questions.json")
