@@ -7,7 +7,9 @@ exactly one summary (and reports the one committed first).  The sources stay
 in the store, reloadable by id.
 
 With a model, conversation summaries are abstractive (about 10:1); without
-one, and for evicted pages, extractive and deterministic.  A conversation
+one, extractive and deterministic.  The pager summarises the pages a fault
+evicts itself, in the fault's own transaction (vmem.paging.summaries); a job
+for evicted pages (a pipeline may submit one) is still done here.  A conversation
 summary is recursive: it is written from the previous summary plus the
 flushed messages, and points to both.  If summarising fails the job fails:
 nothing is committed, and the queue it came from stays as it was.
@@ -23,35 +25,20 @@ from vmem.assembly.summarize import RATIO, extractive_summary
 from vmem.assembly.tokens import get_tokenizer
 from vmem.errors import ModelError, UnknownBlock
 from vmem.models.model import Model
+from vmem.paging.summaries import COMPRESSOR_ID, summary_events
 from vmem.schemas.events import (
     BlockWritten,
-    EdgeAdded,
     ErrorRaised,
-    Event,
     SummaryCommitted,
 )
 from vmem.schemas.messages import ChatMessage, CompressDone, CompressJob
-from vmem.state.blocks import make_block
 from vmem.storage.home import Home
 from vmem.storage.view import Draft
 
-COMPRESSOR_ID = "extractive-v1"
 SUMMARY_INSTRUCTIONS = (
     "Summarise the conversation below for your own memory. Keep names, numbers, dates, decisions and "
     "commitments; drop pleasantries. Write at most {words} words of plain prose."
 )
-
-
-def summary_events(job: CompressJob, text: str, compressor: str) -> list[Event]:
-    """The summary block, its edges to what it summarises, and the commit event."""
-    summary = make_block(job.ns, "summary", "system", text,
-                         {"job": job.job_id, "compressor": compressor, "scope": job.scope})
-    return [
-        summary,
-        *(EdgeAdded(ns=job.ns, src=summary.block_id, dst=b, kind="summarizes") for b in job.sources),
-        SummaryCommitted(ns=job.ns, job_id=job.job_id, summary_id=summary.block_id, sources=job.sources,
-                         compressor=compressor, scope=job.scope),
-    ]
 
 
 class Compressor:

@@ -7,8 +7,10 @@ fault: it asks the retriever for candidates, decides the resident set with
 start, the fault, the loads, the evictions and the resolution in one
 transaction, as of the state it decided on.  Then the packer packs.
 Explicit faults (a query or block ids, from the model or from a pipeline),
-evictions and pins go the same way.  Evicted pages go to the compressor;
-their full text stays in the store, reloadable by id.  Pinned blocks are
+evictions and pins go the same way.  Evicted pages are summarised in the
+same transaction (extractive, vmem.paging.summaries); their full text stays
+in the store, reloadable by id.  A full message queue is flushed through a
+compressor job (abstractive with a model).  Pinned blocks are
 never evicted.  The decisions are library functions; this module gathers
 their inputs and appends what they return.
 """
@@ -39,7 +41,8 @@ from vmem.paging.decisions import (
 from vmem.paging.draft_source import DraftSource
 from vmem.paging.handoff import grants_ns
 from vmem.paging.select import Policy, Selection
-from vmem.schemas.events import ErrorRaised, PageFaultRaised, QueueFlushed, TurnStarted
+from vmem.paging.summaries import eviction_summary
+from vmem.schemas.events import ErrorRaised, Event, PageFaultRaised, QueueFlushed, SummaryCommitted, TurnStarted
 from vmem.schemas.messages import (
     CompressJob,
     EvictReply,
@@ -86,23 +89,26 @@ class Pager:
 
     def _fault_in(
         self, draft: Draft, found: SearchReply, *, fault_id: str, turn: int, attempt: int, budget: int,
-        tokenizer: str, query: str, explicit: tuple[str, ...], source: str, raise_event: bool,
-    ) -> Selection:
-        """Decide a fault on the draft's state and add its events (none when nothing changes for a pager fault)."""
+        tokenizer: str, query: str, explicit: tuple[str, ...], source: str, raise_event: bool, summary_job: str,
+    ) -> tuple[Selection, tuple[str, ...]]:
+        """Decide a fault on the draft's state and add its events (none when nothing changes for a pager fault).
+
+        The summary of the pages it evicts is added to the same draft
+        (:func:`vmem.paging.summaries.eviction_summary`), as job `summary_job`;
+        returns the selection and the summary's id (if any).
+        """
         events, sel = decide_fault(
             DraftSource(self.home.store, draft), draft.ns, draft.state, fault_id=fault_id, turn=turn, attempt=attempt, budget=budget,
             tokenizer=tokenizer, candidates=found.candidates, explicit=explicit, policy=self.policy,
             query=query, source_kind=source, raise_event=raise_event,
         )
+        summary: list[Event] = []
         if not raise_event or sel.load or sel.evict:
             draft.add(events)
-        return sel
-
-    async def _compress(self, ns: str, job_id: str, sources: tuple[str, ...], turn: int) -> tuple[str, ...]:
-        if not sources:
-            return ()
-        done = await self.jobs.submit(CompressJob(ns=ns, job_id=job_id, sources=sources, turn=turn))
-        return (done.summary_id,)
+            pages = evicted_pages(draft.state, sel.evict)
+            summary = eviction_summary(DraftSource(self.home.store, draft), draft.ns, pages, job_id=summary_job, turn=turn)
+            draft.add(summary)
+        return sel, tuple(e.summary_id for e in summary if isinstance(e, SummaryCommitted))
 
     async def _flush(self, ns: str, *, turn: int, budget: int, tokenizer: str) -> None:
         """Memory pressure on the message queue: warn at 70% of its share, flush at 100%.
@@ -172,7 +178,7 @@ class Pager:
                 found = await self._search(ns, req.query, req.budget)
                 errors = found.errors
 
-            def start(draft: Draft) -> tuple[int, Selection | None]:
+            def start(draft: Draft) -> tuple[int, tuple[Selection, tuple[str, ...]] | None]:
                 number, events = begin_turn(draft.state, ns, begin, budget=req.budget)
                 draft.add(events)
                 if found is None:
@@ -185,11 +191,13 @@ class Pager:
                 return number, self._fault_in(
                     draft, found, fault_id=f"t{number}p", turn=number, attempt=0, budget=req.budget,
                     tokenizer=req.tokenizer, query=req.query, explicit=query_refs(draft.state, req.query),
-                    source="pager", raise_event=True,
+                    source="pager", raise_event=True, summary_job=f"evict:t{number}p",
                 )
 
-            (turn, sel), result = await self.writer.commit(ns, start, key=f"begin:{begin.key}" if begin.key else None)
-            paged = sel is not None
+            (turn, decided), result = await self.writer.commit(ns, start, key=f"begin:{begin.key}" if begin.key else None)
+            paged = decided is not None
+            if decided is not None:
+                sel, summaries = decided
             if result is not None and result.duplicate:  # a retried begin: the turn it started the first time
                 first = await self.home.log.read(ns, after=result.first_seq - 1, limit=result.last_seq - result.first_seq + 1)
                 turn = next(s.event.turn for s in first if isinstance(s.event, TurnStarted))
@@ -209,16 +217,14 @@ class Pager:
                 found = await self._search(ns, req.query, req.budget)
                 errors = found.errors
 
-                def page_in(draft: Draft) -> Selection:
+                def page_in(draft: Draft) -> tuple[Selection, tuple[str, ...]]:
                     return self._fault_in(
                         draft, found, fault_id=f"t{turn}p", turn=turn, attempt=0, budget=req.budget,
                         tokenizer=req.tokenizer, query=req.query, explicit=query_refs(draft.state, req.query),
-                        source="pager", raise_event=True,
+                        source="pager", raise_event=True, summary_job=f"evict:t{turn}p",
                     )
 
-                sel, _result = await self.writer.commit(ns, page_in, key=f"fault:t{turn}p")
-        if sel is not None:
-            summaries = await self._compress(ns, f"evict:t{turn}p", evicted_pages(self.home.view(ns).state, sel.evict), turn)
+                (sel, summaries), _result = await self.writer.commit(ns, page_in, key=f"fault:t{turn}p")
         packed = await self.call(
             ns, "packer", "pack",
             PackRequest(ns=ns, turn=turn, attempt=req.attempt, budget=req.budget, profile=req.profile,
@@ -245,15 +251,15 @@ class Pager:
                                      key=f"fault:{req.fault_id}")
             return FaultReply(loaded=(), evicted=(), error=error)
         found = await self._search(ns, req.query, req.budget)
-        sel, _result = await self.writer.commit(
+        (sel, summaries), _result = await self.writer.commit(
             ns,
             lambda d: self._fault_in(
                 d, found, fault_id=req.fault_id, turn=turn, attempt=0, budget=req.budget, tokenizer=req.tokenizer,
                 query=req.query, explicit=tuple(req.block_ids), source="model", raise_event=False,
+                summary_job=f"evict:{req.fault_id}",
             ),
             key=f"fault:{req.fault_id}",
         )
-        summaries = await self._compress(ns, f"evict:{req.fault_id}", evicted_pages(self.home.view(ns).state, sel.evict), turn)
         error = ""
         if not sel.load:
             error = f"nothing more to load for {req.query!r}: no page that is not resident matches and fits"
@@ -264,9 +270,16 @@ class Pager:
         """Evict blocks on request; pinned blocks are refused (an error event says so)."""
         state = (await self.home.require_namespace(req.ns)).state
         turn = req.turn or state.turn
-        decision, _result = await self.writer.commit(req.ns, lambda d: _added(d, decide_evict(d.state, req.ns, req.block_ids, turn=turn)))
-        pages = evicted_pages(self.home.view(req.ns).state, decision.evicted)
-        summaries = await self._compress(req.ns, f"evict:t{turn}:{job_digest(pages)}", pages, turn)
+
+        def decide(draft: Draft):  # type: ignore[no-untyped-def]
+            decision = _added(draft, decide_evict(draft.state, req.ns, req.block_ids, turn=turn))
+            pages = evicted_pages(draft.state, decision.evicted)
+            summary = eviction_summary(DraftSource(self.home.store, draft), req.ns, pages,
+                                       job_id=f"evict:t{turn}:{job_digest(pages)}", turn=turn)
+            draft.add(summary)
+            return decision, tuple(e.summary_id for e in summary if isinstance(e, SummaryCommitted))
+
+        (decision, summaries), _result = await self.writer.commit(req.ns, decide)
         return EvictReply(evicted=decision.evicted, refused=decision.refused, summaries=summaries,
                           error="pinned blocks cannot be evicted" if decision.refused else "")
 
