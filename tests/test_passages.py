@@ -131,7 +131,42 @@ async def test_a_passage_is_recorded_in_the_log_and_replay_re_renders_and_re_dec
         assert loads, "the 1,024-token page does not fit a 512-token prompt: a passage of it is loaded"
         shown = await vm.prompt("t/a", result.turn, 0)
         assert shown.equal and ANSWER in shown.prompt and "excerpt" in shown.prompt
+        # Asked again: the passage stays resident as it was (no event), and replay still agrees.
+        await vm.ask("t/a", "How often does the foghorn sound?", budget=512)
         report = await vm.replay("t/a", verify=True)
         assert report.equal
         assert report.prompts_checked and report.prompts_equal == report.prompts_checked
         assert report.decisions_checked and report.decisions_equal == report.decisions_checked
+
+
+class _Source:
+    """A BlockSource over dicts (the block store's two reads)."""
+
+    def __init__(self, inp: PackInput) -> None:
+        self.inp = inp
+
+    def get_many(self, ns, bids):
+        return {b: self.inp.blocks[b] for b in bids if b in self.inp.blocks}
+
+    def token_counts(self, ns, bids, tokenizer):
+        return {b: self.inp.block_tokens[b] for b in bids if b in self.inp.block_tokens}
+
+
+def test_re_deciding_a_fault_that_keeps_a_resident_passage_as_it_was_expects_no_event_for_it():
+    from vmem.paging.redo import PagerChecks
+    from vmem.schemas.events import CandidateTrace, PageFaultResolved
+
+    inp, cands, big = _world(400)
+    query = "How often does the foghorn sound?"
+    first = select_resident(inp, cands, TOK.count, query=query)
+    loads = [PageLoaded(ns=NS, block_id=b, turn=1, passage=first.passages.get(b, (0, 0))) for b in first.load]
+    state = fold(loads, fold([], inp.state))
+    again = select_resident(PackInput(state=state, blocks=inp.blocks, block_tokens=inp.block_tokens, turn=2, attempt=0,
+                                      budget=inp.budget), cands, TOK.count, query=query)
+    assert big.block_id in again.passages and big.block_id not in again.load  # kept as it was: no PageLoaded
+    resolved = PageFaultResolved(
+        ns=NS, fault_id="t2p", turn=2, loaded=again.load, evicted=again.evict, budget=inp.budget, policy="score",
+        tokenizer="cl100k_base", query=query,
+        candidates=tuple(CandidateTrace(block_id=c.block_id, fused=c.score, scores=c.scores) for c in cands),
+    )
+    assert PagerChecks(_Source(inp)).decide(NS, state, resolved) == (again.load, again.evict, {})

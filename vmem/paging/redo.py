@@ -30,4 +30,5 @@ class PagerChecks:
             budget=resolved.budget, tokenizer=resolved.tokenizer, candidates=candidates, explicit=resolved.explicit,
             policy=resolved.policy, query=resolved.query, source_kind="pager", raise_event=False,  # type: ignore[arg-type]
         )
-        return Decided(sel.load, sel.evict, sel.passages)
+        # The passages of what it loads: a resident passage kept as it was has no event.
+        return Decided(sel.load, sel.evict, {b: sel.passages[b] for b in sel.load if b in sel.passages})

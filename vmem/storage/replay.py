@@ -41,7 +41,7 @@ class Decided(NamedTuple):
 
     loaded: tuple[str, ...]
     evicted: tuple[str, ...]
-    passages: dict[str, tuple[int, int]]
+    passages: dict[str, tuple[int, int]]  # of the loaded blocks shown as a passage
 
 
 class Checks(Protocol):
