@@ -97,8 +97,9 @@ class Pager:
         (:func:`vmem.paging.summaries.eviction_summary`), as job `summary_job`;
         returns the selection and the summary's id (if any).
         """
+        blocks = DraftSource(self.home.store, draft)
         events, sel = decide_fault(
-            DraftSource(self.home.store, draft), draft.ns, draft.state, fault_id=fault_id, turn=turn, attempt=attempt, budget=budget,
+            blocks, draft.ns, draft.state, fault_id=fault_id, turn=turn, attempt=attempt, budget=budget,
             tokenizer=tokenizer, candidates=found.candidates, explicit=explicit, policy=self.policy,
             query=query, source_kind=source, raise_event=raise_event,
         )
@@ -106,7 +107,7 @@ class Pager:
         if not raise_event or sel.load or sel.evict:
             draft.add(events)
             pages = evicted_pages(draft.state, sel.evict)
-            summary = eviction_summary(DraftSource(self.home.store, draft), draft.ns, pages, job_id=summary_job, turn=turn)
+            summary = eviction_summary(blocks, draft.ns, pages, job_id=summary_job, turn=turn)
             draft.add(summary)
         return sel, tuple(e.summary_id for e in summary if isinstance(e, SummaryCommitted))
 
@@ -202,7 +203,7 @@ class Pager:
                 first = await self.home.log.read(ns, after=result.first_seq - 1, limit=result.last_seq - result.first_seq + 1)
                 turn = next(s.event.turn for s in first if isinstance(s.event, TurnStarted))
                 # Paged in by that same append, or (after a flush) still to do, under its own key.
-                sel = None
+                sel, summaries = None, ()
                 paged = any(isinstance(s.event, PageFaultRaised) for s in first)
         else:
             state = (await self.home.require_namespace(ns)).state
