@@ -58,3 +58,30 @@ async def test_a_tail_index_fed_by_its_view_skips_what_it_heard_before_a_reset(t
         bm25.index.close()
     finally:
         await home.aclose()
+
+
+async def test_a_long_vector_tail_is_saved_so_a_new_process_does_not_embed_it_again(tmp_path: Path, handbook_file: Path,
+                                                                                       monkeypatch):
+    import vmem.actors.retriever as retriever
+    from vmem import Vmem
+    from vmem.retrieval.embed import HashingEmbedder
+
+    class Counting(HashingEmbedder):
+        texts = 0
+
+        async def embed(self, texts):
+            Counting.texts += len(texts)
+            return await super().embed(texts)
+
+    monkeypatch.setattr(retriever, "TAIL_SAVE", 4)
+    questions = [f"What is the radio callsign of station number {i}?" for i in range(8)]
+    async with Vmem.open(tmp_path / "home", create=True, embedder=Counting()) as vm:
+        await vm.ingest(NS, handbook_file)
+        for q in questions:
+            await vm.ask(NS, q, budget=800)
+    Counting.texts = 0
+    async with Vmem.open(tmp_path / "home", embedder=Counting()) as vm:
+        await vm.ask(NS, "Who is the principal keeper of Cape Wrath?", budget=800)
+    # The query, and what was written since the last save (fewer than TAIL_SAVE, plus the last turn's
+    # question and answer, written after its search), not the sixteen messages of the eight turns.
+    assert Counting.texts <= 1 + 3 + 2 + 2, Counting.texts
