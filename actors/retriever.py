@@ -153,9 +153,7 @@ class _Vectors:
             self._add_tail(pairs, await self.embedder.embed([t for _b, t in pairs]))
 
     def _add_tail(self, pairs: list[tuple[str, str]], vecs: np.ndarray) -> None:
-        keep = vecs.any(axis=1)  # a text that embeds to zero matches nothing
-        ids = [b for (b, _t), k in zip(pairs, keep) if k]
-        vecs = vecs[keep]
+        ids, vecs = nonzero(pairs, vecs)
         if ids:
             self.tail_ids += ids
             self._tail_parts.append(vecs)
@@ -195,7 +193,11 @@ async def embed_nonzero(embedder: Embedder, pairs: list[tuple[str, str]]) -> tup
     """Embeddings of (block id, text) pairs, leaving out texts that embed to zero."""
     if not pairs:
         return [], np.zeros((0, embedder.dim), dtype=np.float32)
-    vecs = await embedder.embed([t for _b, t in pairs])
+    return nonzero(pairs, await embedder.embed([t for _b, t in pairs]))
+
+
+def nonzero(pairs: list[tuple[str, str]], vecs: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """The ids and vectors of `pairs` whose vector is not zero (such a text matches nothing)."""
     keep = vecs.any(axis=1)
     return [b for (b, _t), k in zip(pairs, keep) if k], vecs[keep]
 

@@ -163,16 +163,19 @@ def _with_passages(
     Whole units are taken while they fit `room` (the tokens Retrieved used
     plus what the budget left unused); a page among the PASSAGE_RANKS best
     that does not fit is shown as its best passage instead of being skipped
-    for lower-ranked pages.  A passage may take half of what is left while
-    another such page waits, so two good pages are shown in part rather than
-    one alone.  Returns the blocks kept, in order, and the passages among
-    them; no passages means the first fill stands.
+    for lower-ranked pages.  The best page is cut only when it cannot fit
+    whole; a later top page is taken whole only if that leaves a passage's
+    worth (PASSAGE_TOKENS) for each top page still to show, and a passage
+    gets an equal share of what is left.  Returns the blocks kept, in order,
+    and the passages among them; no passages means the first fill stands.
     """
     if room < MIN_PASSAGE_TOKENS or not query:
         return [], {}
     units = item_units(offered)
     top = {u[0].id for u in units[:PASSAGE_RANKS] if len(u) == 1 and score.get(u[0].id, 0.0) > 0
            and u[0].id in inp.blocks and inp.blocks[u[0].id].kind == "page"}
+    if not top:
+        return [], {}  # no page to show in part: the first fill stands
     wanted = query_terms(query)
     chosen: list[str] = []
     passages: dict[str, tuple[int, int]] = {}
